@@ -1,0 +1,23 @@
+"""Exceptions that carry a message meant for the user, never a traceback."""
+
+from __future__ import annotations
+
+
+class BackfillError(Exception):
+    """The base class for errors nautilus-backfill reports to the user."""
+
+
+class ConfigError(BackfillError):
+    """A configuration file or value is invalid; the message names the key path."""
+
+
+class PluginError(BackfillError):
+    """A plugin could not be loaded, or a source names a plugin that is not installed."""
+
+
+class SourceError(BackfillError):
+    """A source failed; the message is shown in the report and the next source is asked."""
+
+    def __init__(self, message: str, status: str = "error") -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,136 @@
+"""Layering answers of several sources, and what is still missing from a request's window."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import portion as P
+
+from nautilus_backfill.bararrays import BarArrays
+from nautilus_backfill.source import BarRequest, Span
+
+
+@dataclass
+class Layered:
+    """
+    The bars merged so far, which source gave each, and the time the sources covered.
+
+    Parameters
+    ----------
+    bars : BarArrays
+        Merged bars, sorted by open time, unique.
+    origin : np.ndarray
+        For each bar, the index of the source that supplied it.
+    coverage : P.Interval
+        The union of ``[first open, last close)`` of every accepted answer.
+
+    """
+
+    bars: BarArrays = field(default_factory=BarArrays.empty)
+    origin: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int16))
+    coverage: P.Interval = field(default_factory=P.empty)
+
+    def add(self, new: BarArrays, source_index: int, step_ns: int) -> Counter[str]:
+        """
+        Merge a later source's bars: earlier sources win on the same open time.
+
+        Parameters
+        ----------
+        new : BarArrays
+            Valid, sorted, unique bars of one answer.
+        source_index : int
+            The source's position in the config.
+        step_ns : int
+            The bar length.
+
+        Returns
+        -------
+        Counter[str]
+            ``overlap`` (same bar, same values) and ``conflict`` (same bar, other values).
+
+        """
+        dropped: Counter[str] = Counter()
+        if not len(new):
+            return dropped
+        self.coverage |= P.closedopen(int(new.ts_open[0]), int(new.ts_open[-1]) + step_ns)
+        if len(self.bars):
+            pos = np.searchsorted(self.bars.ts_open, new.ts_open)
+            pos_c = np.minimum(pos, len(self.bars) - 1)
+            taken = self.bars.ts_open[pos_c] == new.ts_open
+            if taken.any():
+                same = (self.bars.values()[pos_c[taken]] == new.values()[taken]).all(axis=1)
+                dropped["overlap"] = int(same.sum())
+                dropped["conflict"] = int((~same).sum())
+                new = new.take(~taken)
+        origin = np.full(len(new), source_index, dtype=np.int16)
+        parts = BarArrays.concat([self.bars, new]) if len(self.bars) else new
+        if len(self.bars) and len(new):
+            all_ts = np.concatenate([self.bars.ts_open, new.ts_open])
+            all_origin = np.concatenate([self.origin, origin])
+            self.origin = all_origin[np.argsort(all_ts, kind="stable")]
+        elif len(new):
+            self.origin = origin
+        self.bars = parts
+        return +dropped
+
+    def missing(self, request: BarRequest) -> list[Span]:
+        """
+        Return the spans of the window no source has covered yet.
+
+        In count mode the window ends at ``request.end_ns`` and reaches back as far as needed
+        for ``request.count`` bars; a span with no lower bound asks for the bars still
+        lacking. Spans too short to hold a whole bar are left out.
+
+        Parameters
+        ----------
+        request : BarRequest
+            The request.
+
+        Returns
+        -------
+        list[Span]
+
+        """
+        end = request.end_ns
+        step = request.step_ns
+        if request.count is None:
+            assert request.start_ns is not None
+            window = P.closedopen(request.start_ns, end)
+        elif len(self.bars) >= request.count:
+            window = P.closedopen(int(self.bars.ts_open[-request.count]), end)
+        else:
+            window = P.closedopen(-P.inf, end)
+        spans = []
+        for piece in window - self.coverage:
+            lower = None if piece.lower == -P.inf else int(piece.lower)
+            upper = int(piece.upper)
+            if lower is None:
+                assert request.count is not None
+                spans.append(Span(None, upper, request.count - len(self.bars)))
+            elif upper - lower >= step:
+                spans.append(Span(lower, upper))
+        return spans
+
+    def trim(self, request: BarRequest) -> int:
+        """
+        Keep only the newest ``request.count`` bars in count mode.
+
+        Parameters
+        ----------
+        request : BarRequest
+            The request.
+
+        Returns
+        -------
+        int
+            The number of bars removed.
+
+        """
+        if request.count is None or len(self.bars) <= request.count:
+            return 0
+        cut = len(self.bars) - request.count
+        self.bars = self.bars.take(np.arange(cut, len(self.bars)))
+        self.origin = self.origin[cut:]
+        return cut

@@ -1,0 +1,379 @@
+"""The backfill pipeline: fetch, validate, dedupe, merge, inject."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nautilus_trader.model.data import Bar, BarType
+
+from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
+from nautilus_backfill.convert import to_bars
+from nautilus_backfill.errors import SourceError
+from nautilus_backfill.inject import cache_of, fit_to_cache
+from nautilus_backfill.merge import Layered
+from nautilus_backfill.registry import SourceRegistry, default_registry
+from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt
+from nautilus_backfill.runner import call_with_timeout
+from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
+from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_time
+from nautilus_backfill.validate import validate
+
+
+@dataclass
+class FetchResult:
+    """
+    The bars a backfill produced, per bar type, and its report.
+
+    Parameters
+    ----------
+    bars : dict[BarType, list[Bar]]
+        Sorted bars per bar type, ready for ``Cache.add_bars``.
+    report : BackfillReport
+        What happened.
+    instruments : list
+        Instruments the sources resolved.
+
+    """
+
+    bars: dict[BarType, list[Bar]]
+    report: BackfillReport
+    instruments: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Precision:
+    price: int | None
+    size: int | None
+
+
+def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> BarRequest:
+    """
+    Turn a request config into the parsed form sources receive.
+
+    Parameters
+    ----------
+    cfg : BarRequestConfig
+        The config.
+    index : int
+        Its position in the config.
+    now : int, optional
+        The time `end` defaults to (UNIX ns).
+
+    Returns
+    -------
+    BarRequest
+
+    """
+    bar_type = BarType.from_str(cfg.bar_type)
+    end = parse_time(cfg.end) if cfg.end is not None else (now if now is not None else now_ns())
+    start = parse_time(cfg.start) if cfg.start is not None else None
+    return BarRequest(bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index)
+
+
+class Backfill:
+    """
+    Fetch bars from sources in priority order and put them in a NautilusTrader cache.
+
+    Parameters
+    ----------
+    config : BackfillConfig
+        The configuration.
+    registry : SourceRegistry, optional
+        The source plugins; the default plugin manager's when omitted.
+
+    """
+
+    def __init__(self, config: BackfillConfig, registry: SourceRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or default_registry()
+        for i, source in enumerate(config.sources):
+            self.registry.get(source.plugin, key_path=f"backfill.sources[{i}].plugin")
+
+    @classmethod
+    def from_toml(cls, path: str | Path, registry: SourceRegistry | None = None) -> Backfill:
+        """
+        Load a backfill from a TOML file.
+
+        Parameters
+        ----------
+        path : str | Path
+            The file.
+        registry : SourceRegistry, optional
+            The source plugins.
+
+        Returns
+        -------
+        Backfill
+
+        Raises
+        ------
+        ConfigError
+            If the file is invalid.
+
+        """
+        registry = registry or default_registry()
+        return cls(load_config(path, registry=registry), registry=registry)
+
+    # -- pipeline ------------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        cache: Any = None,
+        on_request_done: Callable[[RequestReport], None] | None = None,
+    ) -> FetchResult:
+        """
+        Run fetch, validate, dedupe and merge for every request, and convert to bars.
+
+        Parameters
+        ----------
+        cache : Cache, optional
+            The cache the bars are meant for: gives instruments and precisions, and the bar
+            capacity and bars already there are taken into account.
+        on_request_done : Callable[[RequestReport], None], optional
+            Called as each request finishes (for progress displays).
+
+        Returns
+        -------
+        FetchResult
+
+        """
+        started = time.monotonic()
+        deadline_at = started + self.config.deadline_s
+        now = now_ns()
+        requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
+        context = SourceContext(Path(self.config.base_dir or "."), cache)
+        sources, source_errors = self._open_sources(context)
+        reports = [
+            RequestReport(str(r.bar_type), r.count, sources=self._attempts()) for r in requests
+        ]
+        results: dict[int, tuple[BarType, list[Bar]]] = {}
+        instruments: list[Any] = []
+
+        def run(i: int) -> None:
+            req, report = requests[i], reports[i]
+            cfg = self.config.requests[i]
+            layered, precision, found = self._fetch_request(
+                req, cfg, report, sources, source_errors, deadline_at, cache,
+            )
+            instruments.extend(found)
+            results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
+            if on_request_done is not None:
+                on_request_done(report)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(requests))))
+        try:
+            futures = {pool.submit(run, i): i for i in range(len(requests))}
+            _, pending = wait(futures, timeout=max(0.0, deadline_at - time.monotonic()) + 1.0)
+            for future in pending:
+                reports[futures[future]].error = "did not finish before the deadline"
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    e = future.exception()
+                    reports[futures[future]].error = f"{type(e).__name__}: {e}"
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for source in sources:
+                if source is not None:
+                    try:
+                        source.close()
+                    except Exception:  # closing must never fail the backfill
+                        pass
+        report = BackfillReport(reports, time.monotonic() - started, self.config.on_insufficient)
+        bars = {bt: b for _, (bt, b) in sorted(results.items()) if b}
+        return FetchResult(bars, report, instruments)
+
+    def inject(self, target: Any) -> BackfillReport:
+        """
+        Fetch and add the bars (and resolved instruments) to a cache.
+
+        Parameters
+        ----------
+        target : Cache | TradingNode
+            The cache, or a built node whose cache is used. With a node and ``warm_up``
+            enabled, strategies' indicators are fed the bars when they start.
+
+        Returns
+        -------
+        BackfillReport
+
+        """
+        cache = cache_of(target)
+        result = self.fetch(cache=cache)
+        for instrument in result.instruments:
+            if cache.instrument(instrument.id) is None:
+                cache.add_instrument(instrument)
+        for bars in result.bars.values():
+            cache.add_bars(bars)
+        if hasattr(target, "trader"):
+            from nautilus_backfill.warmup import attach
+
+            attach(target, result, enabled=self.config.warm_up)
+        return result.report
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def _attempts(self) -> list[SourceAttempt]:
+        return [SourceAttempt(s.name, s.plugin) for s in self.config.sources]
+
+    def _open_sources(
+        self,
+        context: SourceContext,
+    ) -> tuple[list[BarSource | None], list[str | None]]:
+        sources: list[BarSource | None] = []
+        errors: list[str | None] = []
+        for cfg in self.config.sources:
+            try:
+                sources.append(self.registry.get(cfg.plugin)(cfg, context))
+                errors.append(None)
+            except Exception as e:
+                sources.append(None)
+                errors.append(str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}")
+        return sources, errors
+
+    def _fetch_request(
+        self,
+        req: BarRequest,
+        cfg: BarRequestConfig,
+        report: RequestReport,
+        sources: list[BarSource | None],
+        source_errors: list[str | None],
+        deadline_at: float,
+        cache: Any,
+    ) -> tuple[Layered, _Precision, list[Any]]:
+        layered = Layered()
+        precision = _precision(req, cfg, cache)
+        instruments: list[Any] = []
+        for i, (src_cfg, source) in enumerate(zip(self.config.sources, sources, strict=True)):
+            attempt = report.sources[i]
+            spans = layered.missing(req)
+            if not spans:
+                attempt.status = "not_needed"
+                continue
+            if source is None:
+                attempt.status, attempt.error = "error", source_errors[i]
+                continue
+            started = time.monotonic()
+            for span in spans:
+                remaining = deadline_at - time.monotonic()
+                if remaining <= 0:
+                    attempt.status, attempt.error = "not_asked", "the deadline had passed"
+                    break
+                attempt.calls += 1
+                try:
+                    result = call_with_timeout(
+                        lambda span=span: source.fetch(req, span),  # type: ignore[misc]
+                        min(src_cfg.timeout_s, remaining),
+                        name=src_cfg.name,
+                    )
+                except SourceError as e:
+                    attempt.status, attempt.error = e.status, str(e)
+                    break
+                except Exception as e:  # a plugin bug fails the source, not the node
+                    attempt.status, attempt.error = "error", f"{type(e).__name__}: {e}"
+                    break
+                instruments.extend(result.instruments)
+                self._accept(req, cfg, src_cfg, i, span, result, precision, layered, report)
+            attempt.elapsed_s += time.monotonic() - started
+            if attempt.status == "not_needed":
+                attempt.status = "ok" if attempt.received else "empty"
+        return layered, precision, instruments
+
+    def _accept(
+        self,
+        req: BarRequest,
+        cfg: BarRequestConfig,
+        src_cfg: SourceConfig,
+        index: int,
+        span: Span,
+        result: SourceResult,
+        precision: _Precision,
+        layered: Layered,
+        report: RequestReport,
+    ) -> None:
+        attempt = report.sources[index]
+        rows = result.table.num_rows
+        attempt.received += rows
+        report.examples.extend(result.notes)
+        if precision.price is None:
+            precision.price = result.price_precision
+        if precision.size is None:
+            precision.size = result.size_precision
+        if rows and (precision.price is None or precision.size is None):
+            report.dropped["no_precision"] += rows
+            missing = "price_precision" if precision.price is None else "size_precision"
+            report.error = (
+                f"no {missing} for {req.bar_type}: set backfill.requests[{req.index}].{missing} "
+                "or add the instrument to the cache"
+            )
+            return
+        assert precision.price is not None and precision.size is not None
+        checked = validate(
+            result,
+            req,
+            span,
+            precision.price,
+            precision.size,
+            cfg.allow_non_positive_prices,
+            extra_checks=lambda table: self.registry.validate_bars(
+                request=req, source=src_cfg.name, table=table,
+            ),
+        )
+        report.dropped.update(checked.dropped)
+        report.examples.extend(f"{src_cfg.name}: {e}" for e in checked.examples)
+        if src_cfg.strict and checked.invalid:
+            attempt.status = "invalid"
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(checked.dropped.items()))
+            attempt.error = f"strict source rejected: {reasons}"
+            report.dropped["source_rejected"] += len(checked.bars)
+            return
+        report.rounded += checked.rounded
+        report.dropped.update(layered.add(checked.bars, index, req.step_ns))
+        report.dropped = +report.dropped
+
+    def _finish(
+        self,
+        req: BarRequest,
+        cfg: BarRequestConfig,
+        layered: Layered,
+        precision: _Precision,
+        report: RequestReport,
+        cache: Any,
+    ) -> list[Bar]:
+        trimmed = layered.trim(req)
+        if trimmed:
+            report.dropped["outside_window"] += trimmed
+        report.gaps = [(s.start, s.end) for s in layered.missing(req)]
+        bars, origin = layered.bars, layered.origin
+        if cache is not None and len(bars):
+            keep, drops, error = fit_to_cache(
+                cache, req, bars, cfg.ts_event, self.config.on_capacity,
+            )
+            report.dropped.update(drops)
+            if error:
+                report.error = error
+            bars, origin = bars.take(keep), origin[keep]
+        used = np.bincount(origin.astype(np.int64), minlength=len(report.sources))
+        for i, attempt in enumerate(report.sources):
+            attempt.used = int(used[i])
+        report.injected = len(bars)
+        if not len(bars):
+            return []
+        # Bars only get past validation once both precisions are known.
+        assert precision.price is not None and precision.size is not None
+        out = to_bars(bars, req.bar_type, req.step_ns, precision.price, precision.size, cfg.ts_event)
+        report.first, report.last = out[0].ts_event, out[-1].ts_event
+        return out
+
+
+def _precision(req: BarRequest, cfg: BarRequestConfig, cache: Any) -> _Precision:
+    if cache is not None:
+        instrument = cache.instrument(req.bar_type.instrument_id)
+        if instrument is not None:
+            return _Precision(instrument.price_precision, instrument.size_precision)
+    return _Precision(cfg.price_precision, cfg.size_precision)

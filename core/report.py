@@ -1,0 +1,271 @@
+"""The backfill report: what every source returned and where every bar went."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from nautilus_backfill.timeutil import format_ns
+
+
+@dataclass
+class SourceAttempt:
+    """
+    One source's part in one request.
+
+    Parameters
+    ----------
+    name : str
+        The source's configured name.
+    plugin : str
+        The plugin behind it.
+    status : str
+        ``ok``, ``empty``, ``error``, ``timeout``, ``invalid`` (strict source with invalid bars),
+        ``not_needed`` (earlier sources covered the window) or ``not_asked`` (deadline passed).
+    received : int
+        Rows the source returned.
+    used : int
+        Of those, bars injected.
+    error : str | None
+        The error or reason for the status.
+    elapsed_s : float
+        Time spent in the source.
+    calls : int
+        The number of spans asked for.
+
+    """
+
+    name: str
+    plugin: str
+    status: str = "not_needed"
+    received: int = 0
+    used: int = 0
+    error: str | None = None
+    elapsed_s: float = 0.0
+    calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form.
+
+        Returns
+        -------
+        dict[str, Any]
+
+        """
+        return {
+            "name": self.name,
+            "plugin": self.plugin,
+            "status": self.status,
+            "received": self.received,
+            "used": self.used,
+            "error": self.error,
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
+
+
+@dataclass
+class RequestReport:
+    """
+    The outcome of one bar request.
+
+    Parameters
+    ----------
+    bar_type : str
+        The bar type.
+    wanted : int | None
+        The bar count asked for (None in time mode).
+    injected : int
+        Bars injected (or, without a cache, ready to inject).
+    sources : list[SourceAttempt]
+        One entry per configured source, in config order.
+    dropped : Counter[str]
+        Bars dropped per reason, over all sources.
+    gaps : list[tuple[int | None, int]]
+        Spans of the window no source covered, as UNIX ns.
+    first : int | None
+        The first injected bar's ``ts_event``.
+    last : int | None
+        The last injected bar's ``ts_event``.
+    rounded : int
+        Injected bars with a value rounded to the precision.
+    error : str | None
+        Why the request failed as a whole, if it did.
+    examples : list[str]
+        Where the first dropped rows of each reason were.
+
+    """
+
+    bar_type: str
+    wanted: int | None
+    injected: int = 0
+    sources: list[SourceAttempt] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    gaps: list[tuple[int | None, int]] = field(default_factory=list)
+    first: int | None = None
+    last: int | None = None
+    rounded: int = 0
+    error: str | None = None
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        """
+        Return the rows all sources returned.
+
+        Returns
+        -------
+        int
+
+        """
+        return sum(s.received for s in self.sources)
+
+    @property
+    def satisfied(self) -> bool:
+        """
+        Return whether the request got what it wanted.
+
+        Returns
+        -------
+        bool
+
+        """
+        if self.error is not None or self.injected == 0:
+            return False
+        return self.wanted is None or self.injected >= self.wanted
+
+    def accounted(self) -> bool:
+        """
+        Return whether every received row is injected or dropped under one reason.
+
+        Returns
+        -------
+        bool
+
+        """
+        return self.received == self.injected + sum(self.dropped.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form.
+
+        Returns
+        -------
+        dict[str, Any]
+
+        """
+        return {
+            "bar_type": self.bar_type,
+            "wanted": self.wanted,
+            "injected": self.injected,
+            "first": format_ns(self.first),
+            "last": format_ns(self.last),
+            "sources": [s.to_dict() for s in self.sources],
+            "dropped": dict(sorted(self.dropped.items())),
+            "gaps": [[format_ns(a), format_ns(b)] for a, b in self.gaps],
+            "rounded": self.rounded,
+            "error": self.error,
+            "examples": self.examples,
+        }
+
+
+@dataclass
+class BackfillReport:
+    """
+    The outcome of a whole backfill.
+
+    Parameters
+    ----------
+    requests : list[RequestReport]
+        One per configured request.
+    elapsed_s : float
+        Wall time.
+    on_insufficient : str
+        ``"warn"`` or ``"fail"``.
+
+    """
+
+    requests: list[RequestReport]
+    elapsed_s: float = 0.0
+    on_insufficient: str = "warn"
+
+    @property
+    def ok(self) -> bool:
+        """
+        Return whether every request got what it wanted, or shortfalls only warn.
+
+        Returns
+        -------
+        bool
+
+        """
+        if self.on_insufficient == "warn":
+            return True
+        return all(r.satisfied for r in self.requests)
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form.
+
+        Returns
+        -------
+        dict[str, Any]
+
+        """
+        return {
+            "ok": self.ok,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "requests": [r.to_dict() for r in self.requests],
+        }
+
+    def to_json(self) -> str:
+        """
+        Return the report as JSON.
+
+        Returns
+        -------
+        str
+
+        """
+        return json.dumps(self.to_dict(), indent=2)
+
+    def render(self) -> str:
+        """
+        Return the report as a plain-text table for people.
+
+        Returns
+        -------
+        str
+
+        """
+        lines: list[str] = []
+        for r in self.requests:
+            wanted = "all in window" if r.wanted is None else str(r.wanted)
+            mark = "OK" if r.satisfied else "SHORT"
+            lines.append(f"{r.bar_type}  [{mark}]  wanted {wanted}, injected {r.injected}")
+            if r.first is not None:
+                lines.append(f"  bars      {format_ns(r.first)} .. {format_ns(r.last)}")
+            header = f"  {'source':<14}{'plugin':<10}{'status':<12}{'received':>9}{'used':>8}{'time':>9}"
+            lines.append(header)
+            for s in r.sources:
+                lines.append(
+                    f"  {s.name:<14}{s.plugin:<10}{s.status:<12}{s.received:>9}{s.used:>8}"
+                    f"{s.elapsed_s:>8.2f}s" + (f"  {s.error}" if s.error else ""),
+                )
+            if r.dropped:
+                drops = ", ".join(f"{k} {v}" for k, v in sorted(r.dropped.items()))
+                lines.append(f"  dropped   {drops}")
+            for example in r.examples[:10]:
+                lines.append(f"    {example}")
+            if r.rounded:
+                lines.append(f"  rounded   {r.rounded} bars to the instrument precision")
+            for a, b in r.gaps[:5]:
+                lines.append(f"  gap       {format_ns(a) or 'before'} .. {format_ns(b)}")
+            if len(r.gaps) > 5:
+                lines.append(f"  gap       ... {len(r.gaps) - 5} more")
+            if r.error:
+                lines.append(f"  error     {r.error}")
+        lines.append(f"elapsed {self.elapsed_s:.2f}s")
+        return "\n".join(lines)

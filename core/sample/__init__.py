@@ -1,0 +1,1 @@
+"""Deterministic sample data shipped for the demo and the quickstart."""

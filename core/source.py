@@ -1,0 +1,208 @@
+"""The contract between the orchestrator and a bar source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from nautilus_trader.model.data import BarType
+
+from nautilus_backfill.config import SourceConfig
+
+# Timestamps are UNIX nanoseconds of the bar edge named by `SourceResult.timestamp_is`.
+# Optional `_row` (int64) and `_file` (string) columns locate a bar for error messages.
+BAR_SCHEMA = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+    ],
+)
+
+
+@dataclass(frozen=True)
+class BarRequest:
+    """
+    What the orchestrator asks every source for, already parsed.
+
+    Parameters
+    ----------
+    bar_type : BarType
+        The bar type.
+    step_ns : int
+        The bar length.
+    end_ns : int
+        No bar that closes after this is wanted.
+    start_ns : int | None
+        The window start in time mode.
+    count : int | None
+        The number of bars in count mode.
+    index : int
+        The position of the request in the config, for key paths.
+
+    """
+
+    bar_type: BarType
+    step_ns: int
+    end_ns: int
+    start_ns: int | None
+    count: int | None
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class Span:
+    """
+    A part of a request's window that a source is asked to fill.
+
+    Bars are wanted whose interval ``[open, open + step)`` lies in ``[start, end)``. When
+    `limit` is set, only the newest `limit` such bars are wanted (``start`` may be None).
+
+    Parameters
+    ----------
+    start : int | None
+        The earliest bar open wanted (UNIX ns), or None for no lower bound.
+    end : int
+        The latest bar close wanted (UNIX ns).
+    limit : int | None
+        The number of newest bars wanted, or None for all.
+
+    """
+
+    start: int | None
+    end: int
+    limit: int | None = None
+
+
+@dataclass
+class SourceResult:
+    """
+    What a source returns for one span.
+
+    Parameters
+    ----------
+    table : pa.Table
+        Columns of `BAR_SCHEMA` (extra columns are ignored); rows in any order. A null in
+        ``ts`` or a price marks a row the source could not parse.
+    timestamp_is : str
+        Which edge of the bar ``ts`` labels: ``"open"`` or ``"close"``.
+    price_precision : int | None
+        From the source's metadata, when it has one.
+    size_precision : int | None
+        From the source's metadata, when it has one.
+    instruments : list
+        NautilusTrader instruments the source resolved, added to the cache on inject.
+    notes : list[str]
+        Messages for the report (files read, warnings).
+
+    """
+
+    table: pa.Table
+    timestamp_is: str = "open"
+    price_precision: int | None = None
+    size_precision: int | None = None
+    instruments: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """
+    What a source may need from the host.
+
+    Parameters
+    ----------
+    base_dir : Path
+        The folder relative paths in the source config resolve against.
+    cache : Any
+        The NautilusTrader ``Cache`` bars go into, when there is one (to look up instruments).
+
+    """
+
+    base_dir: Path
+    cache: Any = None
+
+    def resolve(self, path: str) -> str:
+        """
+        Resolve a path from the config against `base_dir` (URLs are left alone).
+
+        Parameters
+        ----------
+        path : str
+            The path.
+
+        Returns
+        -------
+        str
+
+        """
+        if "://" in path:
+            return path
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else self.base_dir / p)
+
+
+class BarSource:
+    """
+    The base class for bar sources; plugins register subclasses.
+
+    Subclasses set `config_type` to their `SourceConfig` subclass and implement `fetch`.
+    `fetch` may be called from several threads at once, for different requests.
+
+    Parameters
+    ----------
+    config : SourceConfig
+        The source's configuration.
+    context : SourceContext
+        Host services.
+
+    """
+
+    config_type: ClassVar[type[SourceConfig]] = SourceConfig
+
+    def __init__(self, config: SourceConfig, context: SourceContext) -> None:
+        self.config = config
+        self.context = context
+
+    def fetch(self, request: BarRequest, span: Span) -> SourceResult:
+        """
+        Return the bars of `request` in `span`.
+
+        Raise `SourceError` with a clear message on failure; return an empty table when the
+        source has no bars there.
+
+        Parameters
+        ----------
+        request : BarRequest
+            The request.
+        span : Span
+            The part of the window to fill.
+
+        Returns
+        -------
+        SourceResult
+
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """
+        Release connections and files; called once when the backfill ends.
+        """
+
+
+def empty_table() -> pa.Table:
+    """
+    Return an empty table of `BAR_SCHEMA`.
+
+    Returns
+    -------
+    pa.Table
+
+    """
+    return BAR_SCHEMA.empty_table()

@@ -1,0 +1,1 @@
+"""Built-in plugins; each uses the same `hookimpl` API a third-party plugin does."""

@@ -1,0 +1,83 @@
+"""Configuration of the CSV source."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from nautilus_trader.common.config import NautilusConfig
+
+from nautilus_backfill.config import EDGES, SourceConfig
+
+TIMESTAMP_FORMATS = ("auto", "iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
+
+
+class CsvColumns(NautilusConfig, frozen=True, kw_only=True):
+    """
+    Which CSV column holds each field: a header name or a 0-based position.
+
+    Use `timestamp`, or `date` plus `time` when they are split.
+
+    """
+
+    timestamp: str | int | None = None
+    date: str | int | None = None
+    time: str | int | None = None
+    open: str | int | None = None
+    high: str | int | None = None
+    low: str | int | None = None
+    close: str | int | None = None
+    volume: str | int | None = None
+
+
+class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
+    """
+    A CSV source.
+
+    Parameters
+    ----------
+    path : str
+        A file, glob or template (``{symbol}``, ``{raw_symbol}``, ``{venue}``, ``{step}``,
+        ``{price_type}``, ``{instrument_id}``, ``{bar_type}``); relative to the TOML's folder.
+    timestamp_is : str, default "open"
+        Which edge of the bar the file's timestamps label: ``"open"`` or ``"close"``.
+    timezone : str, default "UTC"
+        The zone of naive timestamps (IANA name).
+    timestamp_format : str, default "auto"
+        ``auto``, ``iso``, ``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns`` or a
+        ``strftime`` pattern such as ``"%Y%m%d %H:%M:%S"``.
+    delimiter : str, optional
+        Sniffed when omitted.
+    header : bool, optional
+        Whether the first line is a header; detected when omitted.
+    columns : CsvColumns, optional
+        Column map; common names (timestamp, date, time, open, high, low, close, volume)
+        are found without one, and headerless files default to ts, O, H, L, C, V positions.
+
+    """
+
+    path: str
+    timestamp_is: str = "open"
+    timezone: str = "UTC"
+    timestamp_format: str = "auto"
+    delimiter: str | None = None
+    header: bool | None = None
+    columns: CsvColumns | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.timestamp_is not in EDGES:
+            raise ValueError(f"timestamp_is must be one of open, close, was '{self.timestamp_is}'")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone: unknown time zone '{self.timezone}' (use an IANA name like "
+                "'UTC' or 'America/New_York')",
+            ) from None
+        if self.timestamp_format not in TIMESTAMP_FORMATS and "%" not in self.timestamp_format:
+            raise ValueError(
+                f"timestamp_format must be one of {', '.join(TIMESTAMP_FORMATS)} or a strftime "
+                f"pattern, was '{self.timestamp_format}'",
+            )
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ValueError(f"delimiter must be one character, was '{self.delimiter}'")

@@ -1,0 +1,1 @@
+"""The ``parquet`` plugin (placeholder until written)."""
