@@ -24,7 +24,15 @@ ON_CAPACITY = ("fail", "truncate")
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
-        raise ValueError(f"{what} must be one of {', '.join(allowed)}, was '{value}'")
+        raise ValueError(f"{what}: must be one of {', '.join(allowed)}, was '{value}'")
+
+
+def _field(name: str, check: Any, value: Any) -> None:
+    # Prefix the field name so the loader can report the full key path.
+    try:
+        check(value)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
@@ -66,14 +74,14 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         try:
             bar_type = BarType.from_str(self.bar_type)
         except ValueError as e:
-            raise ValueError(f"invalid bar_type '{self.bar_type}': {e}") from None
-        bar_step_ns(bar_type)
+            raise ValueError(f"bar_type: invalid bar type '{self.bar_type}': {e}") from None
+        _field("bar_type", bar_step_ns, bar_type)
         if (self.bars is None) == (self.start is None):
-            raise ValueError("set exactly one of `bars` or `start`")
+            raise ValueError("bars: set exactly one of `bars` or `start`")
         if self.start is not None:
-            parse_time(self.start)
+            _field("start", parse_time, self.start)
         if self.end is not None:
-            parse_time(self.end)
+            _field("end", parse_time, self.end)
         _choice(self.ts_event, EDGES, "ts_event")
 
 
@@ -100,7 +108,7 @@ class SourceConfig(NautilusConfig, frozen=True, kw_only=True):
     strict: bool = False
 
     def __post_init__(self) -> None:
-        parse_duration(self.timeout)
+        _field("timeout", parse_duration, self.timeout)
 
     @property
     def timeout_s(self) -> float:
@@ -149,13 +157,13 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
     base_dir: str | None = None
 
     def __post_init__(self) -> None:
-        parse_duration(self.deadline)
+        _field("deadline", parse_duration, self.deadline)
         _choice(self.on_insufficient, ON_INSUFFICIENT, "on_insufficient")
         _choice(self.on_capacity, ON_CAPACITY, "on_capacity")
         names = [s.name for s in self.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"source names must be unique, '{dupes[0]}' appears twice")
+            raise ValueError(f"sources: source names must be unique, '{dupes[0]}' appears twice")
 
     @property
     def deadline_s(self) -> float:
@@ -171,6 +179,7 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
 
 
 _AT = re.compile(r"\s*-\s*at\s*`\$(.*)`\s*$")
+_FIELD = re.compile(r"^(\w+): (.*)$", re.S)
 
 
 def _message(error: msgspec.ValidationError, prefix: str) -> str:
@@ -180,6 +189,9 @@ def _message(error: msgspec.ValidationError, prefix: str) -> str:
     if match:
         path = prefix + match.group(1)
         text = text[: match.start()]
+    field = _FIELD.match(text)
+    if field:
+        path, text = f"{path}.{field.group(1)}", field.group(2)
     return f"{path}: {text}" if path else text
 
 
@@ -319,5 +331,5 @@ def config_from_dict(
     try:
         config.__post_init__()
     except ValueError as e:
-        raise ConfigError(f"{origin}: backfill.sources: {e}") from None
+        raise ConfigError(f"{origin}: backfill.{e}") from None
     return config

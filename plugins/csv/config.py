@@ -66,7 +66,7 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.timestamp_is not in EDGES:
-            raise ValueError(f"timestamp_is must be one of open, close, was '{self.timestamp_is}'")
+            raise ValueError(f"timestamp_is: must be one of open, close, was '{self.timestamp_is}'")
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -76,8 +76,8 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
             ) from None
         if self.timestamp_format not in TIMESTAMP_FORMATS and "%" not in self.timestamp_format:
             raise ValueError(
-                f"timestamp_format must be one of {', '.join(TIMESTAMP_FORMATS)} or a strftime "
+                f"timestamp_format: must be one of {', '.join(TIMESTAMP_FORMATS)} or a strftime "
                 f"pattern, was '{self.timestamp_format}'",
             )
         if self.delimiter is not None and len(self.delimiter) != 1:
-            raise ValueError(f"delimiter must be one character, was '{self.delimiter}'")
+            raise ValueError(f"delimiter: must be one character, was '{self.delimiter}'")

@@ -237,6 +237,8 @@ class CsvBarSource(BarSource):
         convert = pacsv.ConvertOptions(
             include_columns=list(dict.fromkeys(used)),
             column_types=types,
+            # Only empty fields are null, so a literal "nan" is non_finite, not unparseable.
+            null_values=[""],
             strings_can_be_null=True,
         )
         pieces = []

@@ -57,9 +57,9 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, was '{self.layout}'")
+            raise ValueError(f"layout: must be one of {', '.join(LAYOUTS)}, was '{self.layout}'")
         if self.timestamp_is is not None and self.timestamp_is not in EDGES:
-            raise ValueError(f"timestamp_is must be one of open, close, was '{self.timestamp_is}'")
+            raise ValueError(f"timestamp_is: must be one of open, close, was '{self.timestamp_is}'")
         if self.timestamp_column not in (None, "ts_init", "ts_event"):
             raise ValueError(
                 f"timestamp_column must be one of ts_init, ts_event, was '{self.timestamp_column}'",
