@@ -32,7 +32,7 @@ class Layered:
     origin: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int16))
     coverage: P.Interval = field(default_factory=P.empty)
 
-    def add(self, new: BarArrays, source_index: int, step_ns: int) -> Counter[str]:
+    def add(self, new: BarArrays, source_index: int, step_ns: int, span: Span) -> Counter[str]:
         """
         Merge a later source's bars: earlier sources win on the same open time.
 
@@ -44,17 +44,19 @@ class Layered:
             The source's position in the config.
         step_ns : int
             The bar length.
+        span : Span
+            The span the source was asked for; bars outside it fill nothing.
 
         Returns
         -------
         Counter[str]
-            ``overlap`` (same bar, same values) and ``conflict`` (same bar, other values).
+            ``overlap`` (same bar, same values), ``conflict`` (same bar, other values) and
+            ``outside_window`` (outside the span, or beyond its limit).
 
         """
         dropped: Counter[str] = Counter()
         if not len(new):
             return dropped
-        self.coverage |= P.closedopen(int(new.ts_open[0]), int(new.ts_open[-1]) + step_ns)
         if len(self.bars):
             pos = np.searchsorted(self.bars.ts_open, new.ts_open)
             pos_c = np.minimum(pos, len(self.bars) - 1)
@@ -64,6 +66,15 @@ class Layered:
                 dropped["overlap"] = int(same.sum())
                 dropped["conflict"] = int((~same).sum())
                 new = new.take(~taken)
+        inside = new.ts_open + step_ns <= span.end
+        if span.start is not None:
+            inside &= new.ts_open >= span.start
+        if span.limit is not None and inside.sum() > span.limit:
+            inside[np.flatnonzero(inside)[: int(inside.sum()) - span.limit]] = False
+        dropped["outside_window"] = int((~inside).sum())
+        new = new.take(inside)
+        if len(new):
+            self.coverage |= P.closedopen(int(new.ts_open[0]), int(new.ts_open[-1]) + step_ns)
         origin = np.full(len(new), source_index, dtype=np.int16)
         parts = BarArrays.concat([self.bars, new]) if len(self.bars) else new
         if len(self.bars) and len(new):

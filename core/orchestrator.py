@@ -333,7 +333,7 @@ class Backfill:
             report.dropped["source_rejected"] += len(checked.bars)
             return
         report.rounded += checked.rounded
-        report.dropped.update(layered.add(checked.bars, index, req.step_ns))
+        report.dropped.update(layered.add(checked.bars, index, req.step_ns, span))
         report.dropped = +report.dropped
 
     def _finish(

@@ -140,6 +140,8 @@ class SourceRegistry:
 
 def _distribution(module: ModuleType) -> tuple[str, str]:
     top = module.__name__.split(".")[0]
+    if top == "nautilus_backfill":  # built-ins (an editable install maps no top-level name)
+        return "nautilus-backfill", importlib.metadata.version("nautilus-backfill")
     for dist in importlib.metadata.packages_distributions().get(top, []):
         try:
             return dist, importlib.metadata.version(dist)
@@ -217,17 +219,13 @@ def build_registry(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
-        raise PluginError(f"plugin '{e.plugin_name}' implements an unknown hook: {e}") from None
+        name = pm.get_name(e.plugin) or repr(e.plugin)
+        raise PluginError(f"plugin '{name}' implements an unknown hook: {e}") from None
 
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        package, version = (
-            ("nautilus-backfill", importlib.metadata.version("nautilus-backfill"))
-            if plugin_name in {p.rsplit(".", 1)[-1] for p in default_plugins}
-            and getattr(plugin, "__name__", "").startswith("nautilus_backfill.")
-            else _distribution(plugin) if isinstance(plugin, ModuleType) else (plugin_name, "unknown")
-        )
+        package, version = _distribution(plugin) if isinstance(plugin, ModuleType) else (plugin_name, "")
 
         def register(
             name: str,

@@ -97,7 +97,7 @@ def validate(
     request : BarRequest
         The request.
     span : Span
-        The span the source was asked for.
+        The span the source was asked for (bars outside it are judged when merging).
     price_precision : int
         Prices are rounded to this many decimals.
     size_precision : int
@@ -153,12 +153,8 @@ def validate(
     if grid is not None:
         flag("misaligned", ts % grid != 0)
     flag("incomplete", ts + step > request.end_ns)
-    outside = ts + step > span.end
-    if span.start is not None:
-        outside |= ts < span.start
     if request.start_ns is not None:
-        outside |= ts < request.start_ns
-    flag("outside_window", outside)
+        flag("outside_window", ts < request.start_ns)
 
     if extra_checks is not None:
         ok = np.flatnonzero(reason == 0)
@@ -188,12 +184,6 @@ def validate(
         dup[ok[repeat]] = True
         flag("duplicate", dup)
         ok = ok[~repeat]
-
-    if span.limit is not None and len(ok) > span.limit:
-        surplus = np.zeros(n, dtype=bool)
-        surplus[ok[: len(ok) - span.limit]] = True
-        flag("outside_window", surplus)
-        ok = ok[len(ok) - span.limit :]
 
     bars = BarArrays(ts[ok], ro[ok], rh[ok], rl[ok], rc[ok], rv[ok])
     changed = (
