@@ -12,7 +12,14 @@ from nautilus_backfill.errors import BackfillError, ConfigError, PluginError, So
 from nautilus_backfill.hookspecs import hookimpl
 from nautilus_backfill.orchestrator import Backfill, FetchResult
 from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt
-from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceContext, SourceResult, Span
+from nautilus_backfill.source import (
+    BAR_SCHEMA,
+    BarRequest,
+    BarSource,
+    SourceContext,
+    SourceResult,
+    Span,
+)
 
 __all__ = [
     "BAR_SCHEMA",

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from nautilus_backfill.errors import BackfillError
 from nautilus_backfill.report import RequestReport
 
@@ -40,8 +39,7 @@ def plugins(as_json: bool) -> None:
             "package": e.package,
             "version": e.version,
             "hooks": sorted(
-                h.name
-                for h in registry.pm.get_hookcallers(registry.pm.get_plugin(e.plugin)) or []
+                h.name for h in registry.pm.get_hookcallers(registry.pm.get_plugin(e.plugin)) or []
             ),
         }
         for e in registry.entries.values()
@@ -51,7 +49,9 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps({"plugins": rows, "broken": broken}, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['name']:<12}{row['package']:<28}{row['version']:<10}{', '.join(row['hooks'])}")
+        click.echo(
+            f"{row['name']:<12}{row['package']:<28}{row['version']:<10}{', '.join(row['hooks'])}"
+        )
     for b in broken:
         click.echo(f"{b['name']:<12}BROKEN: {b['error']}")
 
@@ -98,6 +98,26 @@ def fetch(config: Path, as_json: bool) -> None:
     report = result.report
     click.echo(report.to_json() if as_json else report.render())
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def demo(as_json: bool) -> None:
+    """Run a backfill of the bundled sample data and print the report."""
+    from nautilus_backfill import sample
+    from nautilus_backfill.orchestrator import Backfill
+
+    config = sample.folder() / sample.CONFIG_NAME
+    if not as_json:
+        click.echo(f"config: {config}\n")
+    result = Backfill.from_toml(config).fetch()
+    click.echo(result.report.to_json() if as_json else result.report.render())
+    if not as_json:
+        for bar_type, bars in result.bars.items():
+            click.echo(f"\nlast bars of {bar_type}:")
+            for bar in bars[-3:]:
+                click.echo(f"  {bar}")
+    sys.exit(0 if result.report.ok else 1)
 
 
 if __name__ == "__main__":

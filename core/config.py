@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from nautilus_trader.common.config import NautilusConfig, NonNegativeInt, PositiveInt
-from nautilus_trader.model.data import BarType
-
 from nautilus_backfill.errors import ConfigError
 from nautilus_backfill.timeutil import bar_step_ns, parse_duration, parse_time
+from nautilus_trader.common.config import NautilusConfig, NonNegativeInt, PositiveInt
+from nautilus_trader.model.data import BarType
 
 if TYPE_CHECKING:
     from nautilus_backfill.registry import SourceRegistry
@@ -149,7 +148,7 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
     """
 
     requests: list[BarRequestConfig]
-    sources: list[SourceConfig] = []
+    sources: list[SourceConfig] = []  # noqa: RUF012 (msgspec copies mutable defaults)
     deadline: str = "60s"
     on_insufficient: str = "warn"
     on_capacity: str = "fail"
@@ -257,7 +256,9 @@ def load_config(
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return config_from_dict(doc, base_dir=path.resolve().parent, registry=registry, origin=str(path))
+    return config_from_dict(
+        doc, base_dir=path.resolve().parent, registry=registry, origin=str(path)
+    )
 
 
 def config_from_dict(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from nautilus_trader.model.data import Bar, BarType
-
 from nautilus_backfill.bararrays import BarArrays
+from nautilus_trader.model.data import Bar, BarType
 
 
 def to_bars(

@@ -6,11 +6,10 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from nautilus_trader.cache.cache import Cache
-
 from nautilus_backfill.bararrays import BarArrays
 from nautilus_backfill.errors import BackfillError
 from nautilus_backfill.source import BarRequest
+from nautilus_trader.cache.cache import Cache
 
 
 def cache_of(target: Any) -> Cache:
@@ -100,7 +99,7 @@ def fit_to_cache(
             drops["over_capacity"] = len(keep)
             error = (
                 f"{len(keep)} bars exceed CacheConfig.bar_capacity={capacity}: nothing injected; "
-                f"raise bar_capacity to at least {len(keep)} or set on_capacity = \"truncate\""
+                f'raise bar_capacity to at least {len(keep)} or set on_capacity = "truncate"'
             )
             keep = keep[:0]
     return keep, +drops, error

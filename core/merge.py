@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import portion as P
-
 from nautilus_backfill.bararrays import BarArrays
 from nautilus_backfill.source import BarRequest, Span
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -10,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nautilus_trader.model.data import Bar, BarType
-
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
 from nautilus_backfill.errors import SourceError
@@ -23,6 +22,7 @@ from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
 from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_time
 from nautilus_backfill.validate import validate
+from nautilus_trader.model.data import Bar, BarType
 
 
 @dataclass
@@ -159,7 +159,13 @@ class Backfill:
             req, report = requests[i], reports[i]
             cfg = self.config.requests[i]
             layered, precision, found = self._fetch_request(
-                req, cfg, report, sources, source_errors, deadline_at, cache,
+                req,
+                cfg,
+                report,
+                sources,
+                source_errors,
+                deadline_at,
+                cache,
             )
             instruments.extend(found)
             results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
@@ -180,10 +186,8 @@ class Backfill:
             pool.shutdown(wait=False, cancel_futures=True)
             for source in sources:
                 if source is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closing must never fail the backfill
                         source.close()
-                    except Exception:  # closing must never fail the backfill
-                        pass
         report = BackfillReport(reports, time.monotonic() - started, self.config.on_insufficient)
         bars = {bt: b for _, (bt, b) in sorted(results.items()) if b}
         return FetchResult(bars, report, instruments)
@@ -267,7 +271,7 @@ class Backfill:
                 attempt.calls += 1
                 try:
                     result = call_with_timeout(
-                        lambda span=span: source.fetch(req, span),  # type: ignore[misc]
+                        lambda src=source, span=span: src.fetch(req, span),  # type: ignore[misc]
                         min(src_cfg.timeout_s, remaining),
                         name=src_cfg.name,
                     )
@@ -321,7 +325,9 @@ class Backfill:
             precision.size,
             cfg.allow_non_positive_prices,
             extra_checks=lambda table: self.registry.validate_bars(
-                request=req, source=src_cfg.name, table=table,
+                request=req,
+                source=src_cfg.name,
+                table=table,
             ),
         )
         report.dropped.update(checked.dropped)
@@ -352,7 +358,11 @@ class Backfill:
         bars, origin = layered.bars, layered.origin
         if cache is not None and len(bars):
             keep, drops, error = fit_to_cache(
-                cache, req, bars, cfg.ts_event, self.config.on_capacity,
+                cache,
+                req,
+                bars,
+                cfg.ts_event,
+                self.config.on_capacity,
             )
             report.dropped.update(drops)
             if error:
@@ -366,7 +376,9 @@ class Backfill:
             return []
         # Bars only get past validation once both precisions are known.
         assert precision.price is not None and precision.size is not None
-        out = to_bars(bars, req.bar_type, req.step_ns, precision.price, precision.size, cfg.ts_event)
+        out = to_bars(
+            bars, req.bar_type, req.step_ns, precision.price, precision.size, cfg.ts_event
+        )
         report.first, report.last = out[0].ts_event, out[-1].ts_event
         return out
 

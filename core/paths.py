@@ -5,9 +5,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from nautilus_trader.model.data import BarType
-
 from nautilus_backfill.errors import SourceError
+from nautilus_trader.model.data import BarType
 
 
 def template_fields(bar_type: BarType) -> dict[str, str]:
@@ -65,7 +64,9 @@ def expand(path: str, bar_type: BarType) -> list[str]:
         filled = path.format(**template_fields(bar_type))
     except (KeyError, IndexError) as e:
         allowed = ", ".join(f"{{{k}}}" for k in template_fields(bar_type))
-        raise SourceError(f"path template '{path}' uses unknown field {e} (allowed: {allowed})") from None
+        raise SourceError(
+            f"path template '{path}' uses unknown field {e} (allowed: {allowed})"
+        ) from None
     if any(ch in filled for ch in "*?["):
         return sorted(glob.glob(filled, recursive=True))
     return [filled] if Path(filled).exists() else []

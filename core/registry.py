@@ -12,7 +12,6 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
-
 from nautilus_backfill import hookspecs
 from nautilus_backfill.errors import PluginError
 from nautilus_backfill.source import BarSource
@@ -135,7 +134,9 @@ class SourceRegistry:
         list[dict[str, numpy.ndarray]]
 
         """
-        return [r for r in self.pm.hook.validate_bars(request=request, source=source, table=table) if r]
+        return [
+            r for r in self.pm.hook.validate_bars(request=request, source=source, table=table) if r
+        ]
 
 
 def _distribution(module: ModuleType) -> tuple[str, str]:
@@ -225,7 +226,9 @@ def build_registry(
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        package, version = _distribution(plugin) if isinstance(plugin, ModuleType) else (plugin_name, "")
+        package, version = (
+            _distribution(plugin) if isinstance(plugin, ModuleType) else (plugin_name, "")
+        )
 
         def register(
             name: str,

@@ -247,7 +247,9 @@ class BackfillReport:
             lines.append(f"{r.bar_type}  [{mark}]  wanted {wanted}, injected {r.injected}")
             if r.first is not None:
                 lines.append(f"  bars      {format_ns(r.first)} .. {format_ns(r.last)}")
-            header = f"  {'source':<14}{'plugin':<10}{'status':<12}{'received':>9}{'used':>8}{'time':>9}"
+            header = (
+                f"  {'source':<14}{'plugin':<10}{'status':<12}{'received':>9}{'used':>8}{'time':>9}"
+            )
             lines.append(header)
             for s in r.sources:
                 lines.append(

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
 
 from nautilus_backfill.errors import SourceError
 
-T = TypeVar("T")
 
-
-def call_with_timeout(fn: Callable[[], T], timeout: float, name: str = "source") -> T:
+def call_with_timeout[T](fn: Callable[[], T], timeout: float, name: str = "source") -> T:
     """
     Call `fn` in a daemon thread and wait at most `timeout` seconds for it.
 

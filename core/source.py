@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from nautilus_trader.model.data import BarType
-
 from nautilus_backfill.config import SourceConfig
+from nautilus_trader.model.data import BarType
 
 # Timestamps are UNIX nanoseconds of the bar edge named by `SourceResult.timestamp_is`.
 # Optional `_row` (int64) and `_file` (string) columns locate a bar for error messages.

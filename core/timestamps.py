@@ -52,7 +52,13 @@ def _parse_strings(strings: pa.Array, fmt: str, tz: str) -> pa.Array:
     if "%" in fmt:
         pattern = fmt
     elif _COMPACT.match(first):
-        pattern = "%Y%m%d %H:%M:%S" if first.count(":") == 2 else "%Y%m%d %H:%M" if ":" in first else "%Y%m%d"
+        pattern = (
+            "%Y%m%d %H:%M:%S"
+            if first.count(":") == 2
+            else "%Y%m%d %H:%M"
+            if ":" in first
+            else "%Y%m%d"
+        )
         series = series.str.strip().str.replace(r"\s+", " ", regex=True)
     else:
         pattern = "ISO8601"
@@ -67,7 +73,9 @@ def _epoch(numbers: np.ndarray, fmt: str) -> pa.Array:
     mask = ~np.isfinite(numbers)
     clean = np.where(mask, 0, numbers)
     scale = _epoch_scale(clean[~mask]) if fmt == "auto" else _EPOCH_UNITS[fmt]
-    return pa.array((clean * scale).astype(np.int64) if scale != 1 else clean.astype(np.int64), mask=mask)
+    return pa.array(
+        (clean * scale).astype(np.int64) if scale != 1 else clean.astype(np.int64), mask=mask
+    )
 
 
 def to_epoch_ns(column: pa.ChunkedArray | pa.Array, fmt: str = "auto", tz: str = "UTC") -> pa.Array:
@@ -128,8 +136,16 @@ def join_date_time(date: pa.ChunkedArray, time: pa.ChunkedArray) -> pa.Array:
     pa.Array
 
     """
-    return pc.binary_join_element_wise(
-        pc.cast(date, pa.string()), pc.cast(time, pa.string()), " ",
-    ).combine_chunks() if isinstance(date, pa.ChunkedArray) else pc.binary_join_element_wise(
-        pc.cast(date, pa.string()), pc.cast(time, pa.string()), " ",
+    return (
+        pc.binary_join_element_wise(
+            pc.cast(date, pa.string()),
+            pc.cast(time, pa.string()),
+            " ",
+        ).combine_chunks()
+        if isinstance(date, pa.ChunkedArray)
+        else pc.binary_join_element_wise(
+            pc.cast(date, pa.string()),
+            pc.cast(time, pa.string()),
+            " ",
+        )
     )

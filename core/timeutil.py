@@ -91,7 +91,9 @@ def parse_time(value: str) -> int:
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"invalid time, was '{value}' (use ISO 8601, e.g. 2024-01-02T15:30:00Z)") from e
+        raise ValueError(
+            f"invalid time, was '{value}' (use ISO 8601, e.g. 2024-01-02T15:30:00Z)"
+        ) from e
     if ts is pd.NaT:
         raise ValueError(f"invalid time, was '{value}'")
     if ts.tzinfo is None:

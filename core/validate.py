@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from nautilus_backfill.bararrays import BarArrays, column_f64, column_i64
 from nautilus_backfill.source import BarRequest, SourceResult, Span
 from nautilus_backfill.timeutil import alignment_step_ns
@@ -68,7 +67,9 @@ class Validated:
 def _where(table: pa.Table, positions: np.ndarray) -> list[str]:
     names = table.column_names
     rows = table.column("_row").take(pa.array(positions)).to_pylist() if "_row" in names else None
-    files = table.column("_file").take(pa.array(positions)).to_pylist() if "_file" in names else None
+    files = (
+        table.column("_file").take(pa.array(positions)).to_pylist() if "_file" in names else None
+    )
     out = []
     for i, pos in enumerate(positions):
         where = f"row {rows[i]}" if rows is not None else f"bar {int(pos)}"
@@ -187,7 +188,11 @@ def validate(
 
     bars = BarArrays(ts[ok], ro[ok], rh[ok], rl[ok], rc[ok], rv[ok])
     changed = (
-        (ro[ok] != o[ok]) | (rh[ok] != h[ok]) | (rl[ok] != lo[ok]) | (rc[ok] != c[ok]) | (rv[ok] != v[ok])
+        (ro[ok] != o[ok])
+        | (rh[ok] != h[ok])
+        | (rl[ok] != lo[ok])
+        | (rc[ok] != c[ok])
+        | (rv[ok] != v[ok])
     )
     dropped: Counter[str] = Counter()
     examples: list[str] = []

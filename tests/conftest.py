@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
 from nautilus_backfill.registry import build_registry

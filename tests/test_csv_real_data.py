@@ -109,7 +109,7 @@ def test_gzip_and_zip_read_like_plain(shared, run, tmp_path):
     req = [{"bar_type": "GBP/USD.FXCM-1-MINUTE-BID-EXTERNAL", "bars": 300, "end": "2012-02-10T00:00:00Z",
             "price_precision": 5, "size_precision": 0}]
     out = [
-        list(run(req, [{"name": "f", "plugin": "csv", "path": str(p)}]).bars.values())[0]
+        next(iter(run(req, [{"name": "f", "plugin": "csv", "path": str(p)}]).bars.values()))
         for p in (src, gz, zp)
     ]
     assert out[0] == out[1] == out[2]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from nautilus_backfill import Backfill
+from nautilus_backfill.config import config_from_dict
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.model.data import BarType
-
-from nautilus_backfill import Backfill
-from nautilus_backfill.config import config_from_dict
 
 BT = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
 

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pyarrow as pa
-
 from nautilus_backfill import BarSource, SourceConfig, SourceResult, hookimpl
 from nautilus_backfill.registry import build_registry
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nautilus_backfill.errors import ConfigError
 
 REQ = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "start": "2024-01-01T00:00:00Z",
@@ -109,7 +108,7 @@ def test_naive_timestamps_use_the_configured_zone(tmp_path, run):
 def test_strict_source_falls_through_to_next(tmp_path, run):
     bad = _write(tmp_path, "2024-01-01T00:00:00Z,1,0.5,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "bad.csv")
     good = _write(tmp_path, "2024-01-01T00:00:00Z,1,1,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "good.csv")
-    result = run([REQ], _src(bad, strict=True) + [{"name": "good", "plugin": "csv", "path": str(good)}])
+    result = run([REQ], [*_src(bad, strict=True), {"name": "good", "plugin": "csv", "path": str(good)}])
     report = result.report.requests[0]
     assert report.sources[0].status == "invalid"
     assert report.dropped == {"ohlc_inconsistent": 1, "source_rejected": 1}

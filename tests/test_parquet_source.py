@@ -86,7 +86,6 @@ def test_plain_parquet_missing_column_is_named(run, tmp_path):
 
 def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
     import pyarrow.dataset as ds
-
     from nautilus_backfill.plugins.parquet.source import _scan
     from nautilus_backfill.source import Span
 

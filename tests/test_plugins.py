@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from nautilus_backfill import BarSource, hookimpl
 from nautilus_backfill.errors import PluginError
 from nautilus_backfill.registry import build_registry
@@ -145,7 +144,6 @@ def test_misspelled_hook_fails_at_start_up():
 
 def test_validate_bars_hook_adds_a_named_reason(tmp_path):
     import numpy as np
-
     from nautilus_backfill import Backfill
     from nautilus_backfill.config import config_from_dict
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import zoneinfo
 
-from nautilus_trader.common.config import NautilusConfig
-
 from nautilus_backfill.config import EDGES, SourceConfig
+from nautilus_trader.common.config import NautilusConfig
 
 TIMESTAMP_FORMATS = ("auto", "iso", "epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
 

@@ -13,8 +13,6 @@ from typing import IO, Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyarrow import csv as pacsv
-
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import expand
 from nautilus_backfill.plugins.csv.config import CsvColumns, CsvSourceConfig
@@ -27,6 +25,7 @@ from nautilus_backfill.source import (
     empty_table,
 )
 from nautilus_backfill.timestamps import join_date_time, to_epoch_ns
+from pyarrow import csv as pacsv
 
 _NAMES = {
     "timestamp": ("timestamp", "datetime", "date_time", "time_stamp", "ts", "open_time", "time"),
@@ -59,7 +58,7 @@ def _open_bytes(path: str) -> IO[bytes]:
             raise SourceError(f"{path}: the zip archive is empty")
         return archive.open(members[0])
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
@@ -152,7 +151,14 @@ class CsvBarSource(BarSource):
                     f"{', '.join(names)}",
                 )
             if not header:
-                positional = {"timestamp": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5}
+                positional = {
+                    "timestamp": 0,
+                    "open": 1,
+                    "high": 2,
+                    "low": 3,
+                    "close": 4,
+                    "volume": 5,
+                }
                 idx = positional.get(key)
                 return names[idx] if idx is not None and idx < len(names) else None
             for candidate in _NAMES[key]:
@@ -169,14 +175,20 @@ class CsvBarSource(BarSource):
         values = {k: pick(k, getattr(cm, k), k != "volume") for k in _VALUES}
         if cm.date is not None or cm.time is not None:
             if cm.date is None or cm.time is None:
-                raise SourceError(f"{path}: set both columns.date and columns.time, or columns.timestamp")
+                raise SourceError(
+                    f"{path}: set both columns.date and columns.time, or columns.timestamp"
+                )
             ts = [str(pick("date", cm.date, True)), str(pick("time", cm.time, True))]
         elif cm.timestamp is not None:
             ts = [str(pick("timestamp", cm.timestamp, True))]
         else:
             date = pick("date", None, False) if header else None
             time = lower.get("time") if header else None
-            stamp = next((lower[c] for c in _NAMES["timestamp"][:-1] if c in lower), None) if header else None
+            stamp = (
+                next((lower[c] for c in _NAMES["timestamp"][:-1] if c in lower), None)
+                if header
+                else None
+            )
             if stamp is None and date is not None and time is not None:
                 ts = [date, time]
             else:
@@ -216,7 +228,7 @@ class CsvBarSource(BarSource):
     ) -> pa.Table:
         used = [c for c in (*layout.ts, *layout.values.values()) if c is not None]
         types: dict[str, Any] = {}
-        for key, name in layout.values.items():
+        for name in layout.values.values():
             if name is not None:
                 types[name] = pa.float64() if typed else pa.string()
         if not typed:
@@ -247,7 +259,9 @@ class CsvBarSource(BarSource):
         shift = step if self.config.timestamp_is == "close" else 0
         try:
             with _open_bytes(path) as fh:
-                reader = pacsv.open_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
+                reader = pacsv.open_csv(
+                    fh, read_options=read, parse_options=parse, convert_options=convert
+                )
                 for batch in reader:
                     n = batch.num_rows
                     table = self._to_bars(pa.Table.from_batches([batch]), layout, typed)
@@ -268,7 +282,11 @@ class CsvBarSource(BarSource):
             if typed and "conversion error" in str(e).lower():
                 raise
             raise SourceError(f"{path}: cannot parse CSV: {e}") from None
-        result = pa.concat_tables(pieces) if pieces else empty_table().append_column("_row", pa.array([], pa.int64()))
+        result = (
+            pa.concat_tables(pieces)
+            if pieces
+            else empty_table().append_column("_row", pa.array([], pa.int64()))
+        )
         if bad_rows:
             nulls = pa.table(
                 {
@@ -277,7 +295,9 @@ class CsvBarSource(BarSource):
                 },
             )
             result = pa.concat_tables([result, nulls])
-        return result.append_column("_file", pa.array([Path(path).name] * result.num_rows, pa.string()).dictionary_encode())
+        return result.append_column(
+            "_file", pa.array([Path(path).name] * result.num_rows, pa.string()).dictionary_encode()
+        )
 
     def _to_bars(self, table: pa.Table, layout: _Layout, typed: bool) -> pa.Table:
         cfg = self.config

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import zoneinfo
 
-from nautilus_trader.common.config import NautilusConfig
-
 from nautilus_backfill.config import EDGES, SourceConfig
+from nautilus_trader.common.config import NautilusConfig
 
 LAYOUTS = ("auto", "catalog", "plain")
 

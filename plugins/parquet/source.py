@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import expand
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
@@ -38,7 +37,9 @@ def decode_fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     width = arr.type.byte_width
-    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * width : (arr.offset + len(arr)) * width]
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[
+        arr.offset * width : (arr.offset + len(arr)) * width
+    ]
     if width == 8:
         return raw.view("<i8").astype(np.float64) / _SCALE[8]
     if width == 16:
@@ -74,7 +75,9 @@ class ParquetBarSource(BarSource):
         """
         files, catalog = self._files(request)
         if not files:
-            raise SourceError(f"no parquet data for {request.bar_type} under {self.config.path}", status="empty")
+            raise SourceError(
+                f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
+            )
         dataset = ds.dataset(files, format="parquet")
         meta = dataset.schema.metadata or {}
         is_catalog = self.config.layout == "catalog" or (
@@ -98,7 +101,9 @@ class ParquetBarSource(BarSource):
                 except ValueError:
                     match = False
                 if match:
-                    return sorted(glob.glob(os.path.join(bar_dir, name, "**", "*.parquet"), recursive=True)), True
+                    return sorted(
+                        glob.glob(os.path.join(bar_dir, name, "**", "*.parquet"), recursive=True)
+                    ), True
             return [], True
         files = expand(root, request.bar_type)
         out: list[str] = []
@@ -109,14 +114,20 @@ class ParquetBarSource(BarSource):
                 out.append(f)
         return out, False
 
-    def _catalog(self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span) -> SourceResult:
+    def _catalog(
+        self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span
+    ) -> SourceResult:
         column = self.config.timestamp_column or "ts_init"
         edge = self.config.timestamp_is or ("close" if column == "ts_init" else "open")
         shift = request.step_ns if edge == "close" else 0
         missing = [c for c in (*_FIELDS, column) if c not in dataset.schema.names]
         if missing:
-            raise SourceError(f"not a NautilusTrader bar file: missing columns {', '.join(missing)}")
-        table = _scan(dataset, column, span, shift, request.step_ns, lambda v: pa.scalar(v, pa.uint64()))
+            raise SourceError(
+                f"not a NautilusTrader bar file: missing columns {', '.join(missing)}"
+            )
+        table = _scan(
+            dataset, column, span, shift, request.step_ns, lambda v: pa.scalar(v, pa.uint64())
+        )
         data = {"ts": pc.cast(table.column(column), pa.int64())}
         for name in _FIELDS:
             data[name] = pa.array(decode_fixed(table.column(name)))
@@ -142,7 +153,9 @@ class ParquetBarSource(BarSource):
         edge = self.config.timestamp_is or "open"
         shift = request.step_ns if edge == "close" else 0
         ts_type = dataset.schema.field(cols.timestamp).type
-        if pa.types.is_timestamp(ts_type) and (ts_type.tz is not None or self.config.timezone == "UTC"):
+        if pa.types.is_timestamp(ts_type) and (
+            ts_type.tz is not None or self.config.timezone == "UTC"
+        ):
 
             def bound(v: int) -> Any:
                 return pa.scalar(v, pa.timestamp("ns", ts_type.tz)).cast(ts_type)
@@ -167,7 +180,9 @@ class ParquetBarSource(BarSource):
         return SourceResult(_newest(out, span.limit), timestamp_is=edge)
 
 
-def _scan(dataset: ds.Dataset, column: str, span: Span, shift: int, step: int, bound: Any) -> pa.Table:
+def _scan(
+    dataset: ds.Dataset, column: str, span: Span, shift: int, step: int, bound: Any
+) -> pa.Table:
     field = ds.field(column)
     # Timestamps label `open + shift`; a bar is wanted when open >= start and open + step <= end.
     upper = field <= bound(span.end - step + shift)

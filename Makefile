@@ -1,0 +1,37 @@
+# Each target sets itself up: a fresh clone needs only `make demo` or `make test`.
+# `python` resolves through pyenv to the version in .python-version (3.12).
+PYTHON ?= python
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"Python 3.12+ needed, found {sys.version.split()[0]}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]' --config-settings editable_mode=strict
+	touch $@
+
+install: $(VENV)/.installed
+	@# strict editable installs link files: refresh so files added since are importable
+	@$(BIN)/python -m pip install -q --no-deps -e . --config-settings editable_mode=strict 2>/dev/null
+
+demo: install
+	$(BIN)/nautilus-backfill demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check core plugins tests benchmarks
+	$(BIN)/ruff format --check core plugins
+	$(BIN)/mypy -p nautilus_backfill
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
