@@ -91,16 +91,10 @@ class ParquetBarSource(BarSource):
         root = self.context.resolve(self.config.path)
         bar_dir = os.path.join(root, "data", "bar")
         if os.path.isdir(bar_dir):
-            wanted = str(request.bar_type)
-            key = request.bar_type.id_spec_key()
+            # The catalog names folders after the bar type without "/" (EURUSD.SIM-...).
+            wanted = str(request.bar_type).replace("/", "")
             for name in sorted(os.listdir(bar_dir)):
-                try:
-                    from nautilus_trader.model.data import BarType
-
-                    match = name == wanted or BarType.from_str(name).id_spec_key() == key
-                except ValueError:
-                    match = False
-                if match:
+                if name.replace("/", "") == wanted:
                     return sorted(
                         glob.glob(os.path.join(bar_dir, name, "**", "*.parquet"), recursive=True)
                     ), True

@@ -1,0 +1,136 @@
+"""
+Ingest speed: nautilus-backfill against NautilusTrader's own catalog path, in one run.
+
+Builds 1,000,000 one-minute bars as a ParquetDataCatalog, plain parquet and CSV, then times,
+best of several, each in a fresh process (so peak RSS is its own):
+  a) ParquetDataCatalog.bars() + Cache.add_bars()          (NautilusTrader's own path)
+  b) Backfill.inject() from the catalog                     (fetch+validate+dedupe+inject)
+  c) Backfill.inject() from plain parquet
+  d) Backfill.inject() from CSV
+Run: make bench   (or: python benchmarks/bench_ingest.py [--bars N] [--repeat K])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BAR_TYPE = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
+START_S = 1_577_836_800  # 2020-01-01
+
+
+def build(folder: Path, n: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    from nautilus_trader.model.data import Bar, BarType
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    rng = np.random.default_rng(1)
+    close = 1.1 + np.cumsum(rng.normal(0, 1e-4, n))
+    open_ = np.concatenate([[1.1], close[:-1]])
+    high = np.maximum(open_, close) + 5e-5
+    low = np.minimum(open_, close) - 5e-5
+    vol = np.full(n, 1000.0)
+    ts_open = (START_S + 60 * np.arange(n, dtype=np.int64)) * 10**9
+    open_, high, low, close = (np.round(x, 5) for x in (open_, high, low, close))
+    bars = Bar.from_raw_arrays_to_list(
+        BarType.from_str(BAR_TYPE), 5, 0, open_, high, low, close, vol,
+        ts_open.astype(np.uint64), (ts_open + 60 * 10**9).astype(np.uint64),
+    )
+    ParquetDataCatalog(str(folder / "catalog")).write_data(bars)
+    table = pa.table({"timestamp": pa.array(ts_open, pa.timestamp("ns", "UTC")), "open": open_,
+                      "high": high, "low": low, "close": close, "volume": vol})
+    pq.write_table(table, folder / "plain.parquet", row_group_size=100_000)
+    pacsv.write_csv(table.set_column(0, "timestamp", pa.array(ts_open // 10**9)), folder / "bars.csv")
+    end = f"{START_S + 60 * n}"
+    common = f'[[backfill.requests]]\nbar_type = "{BAR_TYPE}"\nbars = {n}\nend = "{_iso(int(end))}"\nprice_precision = 5\nsize_precision = 0\n'
+    for name, src in {
+        "catalog": 'plugin = "parquet"\npath = "catalog"\n',
+        "plain": 'plugin = "parquet"\npath = "plain.parquet"\n',
+        "csv": 'plugin = "csv"\npath = "bars.csv"\n',
+    }.items():
+        (folder / f"{name}.toml").write_text(
+            f'[backfill]\ndeadline = "600s"\n{common}[[backfill.sources]]\nname = "{name}"\ntimeout = "600s"\n{src}',
+        )
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def one(case: str, folder: Path, n: int) -> dict[str, float]:
+    from nautilus_trader.cache.cache import Cache
+    from nautilus_trader.cache.config import CacheConfig
+
+    cache = Cache(config=CacheConfig(bar_capacity=n + 10))
+    if case == "a":
+        from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+        t0 = time.perf_counter()
+        bars = ParquetDataCatalog(str(folder / "catalog")).bars(bar_types=[BAR_TYPE])
+        cache.add_bars(bars)
+        elapsed = time.perf_counter() - t0
+    else:
+        from nautilus_backfill import Backfill
+
+        backfill = Backfill.from_toml(folder / ({"b": "catalog", "c": "plain", "d": "csv"}[case] + ".toml"))
+        t0 = time.perf_counter()
+        report = backfill.inject(cache)
+        elapsed = time.perf_counter() - t0
+        assert report.requests[0].injected == n, report.render()
+    from nautilus_trader.model.data import BarType
+
+    assert cache.bar_count(BarType.from_str(BAR_TYPE)) == n
+    return {"s": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--one", nargs=2, metavar=("CASE", "FOLDER"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one[0], Path(args.one[1]), args.bars)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        t0 = time.perf_counter()
+        build(folder, args.bars)
+        print(f"built {args.bars:,} bars as catalog, parquet and CSV in {time.perf_counter() - t0:.1f}s")
+        best: dict[str, dict[str, float]] = {}
+        for case in "abcd":
+            runs = []
+            for _ in range(args.repeat):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--bars", str(args.bars), "--one", case, str(folder)],
+                    capture_output=True, text=True, check=True, env=os.environ,
+                )
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            best[case] = min(runs, key=lambda r: r["s"])
+        names = {
+            "a": "NautilusTrader catalog.bars() + add_bars",
+            "b": "backfill from catalog",
+            "c": "backfill from plain parquet",
+            "d": "backfill from CSV",
+        }
+        print("\n| case | path | time (s) | bars/s | peak RSS (MB) | ratio to a |")
+        print("|---|---|---:|---:|---:|---:|")
+        for case in "abcd":
+            r = best[case]
+            print(f"| {case} | {names[case]} | {r['s']:.3f} | {args.bars / r['s']:,.0f} | "
+                  f"{r['rss_mb']:.0f} | {r['s'] / best['a']['s']:.2f} |")
+        print(f"\ntargets: b/a <= 1.2, c/a <= 1.5, d/a <= 3 (best of {args.repeat})")
+
+
+if __name__ == "__main__":
+    main()
