@@ -214,10 +214,6 @@ class Backfill:
                 cache.add_instrument(instrument)
         for bars in result.bars.values():
             cache.add_bars(bars)
-        if hasattr(target, "trader"):
-            from nautilus_backfill.warmup import attach
-
-            attach(target, result, enabled=self.config.warm_up)
         return result.report
 
     # -- stages --------------------------------------------------------------------------------

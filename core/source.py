@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from nautilus_backfill.config import SourceConfig
 from nautilus_trader.model.data import BarType
 
@@ -193,6 +194,35 @@ class BarSource:
         """
         Release connections and files; called once when the backfill ends.
         """
+
+
+def in_span(ts: pa.Array | pa.ChunkedArray, span: Span, shift: int, step: int) -> pa.Array:
+    """
+    Return a filter mask: True for rows whose bar lies in `span`, and for unparsed rows.
+
+    Unparsed rows (null ``ts``) are kept so they are counted as ``unparseable``.
+
+    Parameters
+    ----------
+    ts : pa.Array | pa.ChunkedArray
+        Timestamps, UNIX ns, of the bar edge that `shift` leads back to the open.
+    span : Span
+        The span.
+    shift : int
+        ``step`` for close-stamped rows, else 0.
+    step : int
+        The bar length.
+
+    Returns
+    -------
+    pa.Array
+
+    """
+    opens = pc.subtract(ts, shift)
+    keep = pc.less_equal(pc.add(opens, step), span.end)
+    if span.start is not None:
+        keep = pc.and_(keep, pc.greater_equal(opens, span.start))
+    return pc.fill_null(pc.or_kleene(pc.is_null(ts), keep), True)
 
 
 def empty_table() -> pa.Table:

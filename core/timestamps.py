@@ -136,16 +136,7 @@ def join_date_time(date: pa.ChunkedArray, time: pa.ChunkedArray) -> pa.Array:
     pa.Array
 
     """
-    return (
-        pc.binary_join_element_wise(
-            pc.cast(date, pa.string()),
-            pc.cast(time, pa.string()),
-            " ",
-        ).combine_chunks()
-        if isinstance(date, pa.ChunkedArray)
-        else pc.binary_join_element_wise(
-            pc.cast(date, pa.string()),
-            pc.cast(time, pa.string()),
-            " ",
-        )
+    joined = pc.binary_join_element_wise(
+        pc.cast(date, pa.string()), pc.cast(time, pa.string()), " "
     )
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined

@@ -91,10 +91,8 @@ class _ScriptedSource(BarSource):
         if self.config.fail:
             raise RuntimeError(self.config.fail)
         n = 10
-        ts = request.end_ns - (n - 1) * request.step_ns - request.step_ns // 2 * 0
         ts_arr = np.arange(n, dtype=np.int64) * request.step_ns + (request.end_ns - (n - 1) * request.step_ns)
         price = 3.0 if self.config.same_ts_other_value else 1.0
-        del ts
         return SourceResult(pa.table({
             "ts": ts_arr, "open": np.full(n, price), "high": np.full(n, price), "low": np.full(n, price),
             "close": np.full(n, price), "volume": np.ones(n),

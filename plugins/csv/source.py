@@ -23,6 +23,7 @@ from nautilus_backfill.source import (
     SourceResult,
     Span,
     empty_table,
+    in_span,
 )
 from nautilus_backfill.timestamps import join_date_time, to_epoch_ns
 from pyarrow import csv as pacsv
@@ -265,13 +266,7 @@ class CsvBarSource(BarSource):
                 for batch in reader:
                     n = batch.num_rows
                     table = self._to_bars(pa.Table.from_batches([batch]), layout, typed)
-                    ts = table.column("ts")
-                    opens = pc.subtract(ts, shift)
-                    keep = pc.less_equal(pc.add(opens, step), span.end)
-                    if span.start is not None:
-                        keep = pc.and_(keep, pc.greater_equal(opens, span.start))
-                    keep = pc.or_kleene(pc.is_null(ts), keep)
-                    keep = pc.fill_null(keep, True)
+                    keep = in_span(table.column("ts"), span, shift, step)
                     rows = pa.array(np.arange(row + 1, row + n + 1, dtype=np.int64))
                     table = table.append_column("_row", rows).filter(keep)
                     pieces.append(table)

@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import expand
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
-from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span
+from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
 from nautilus_backfill.timestamps import to_epoch_ns
 
 # NautilusTrader's fixed-point scales: 9 decimals in 64-bit builds, 16 in 128-bit ones.
@@ -166,11 +166,7 @@ class ParquetBarSource(BarSource):
             else:
                 data[key] = pc.cast(table.column(name), pa.float64())
         out = pa.table(data, schema=BAR_SCHEMA)
-        opens = pc.subtract(out.column("ts"), shift)
-        keep = pc.less_equal(pc.add(opens, request.step_ns), span.end)
-        if span.start is not None:
-            keep = pc.and_(keep, pc.greater_equal(opens, span.start))
-        out = out.filter(pc.fill_null(pc.or_kleene(pc.is_null(out.column("ts")), keep), True))
+        out = out.filter(in_span(out.column("ts"), span, shift, request.step_ns))
         return SourceResult(_newest(out, span.limit), timestamp_is=edge)
 
 
