@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from nautilus_backfill.errors import BackfillError
 from nautilus_backfill.report import RequestReport
+from nautilus_backfill.timeutil import format_ns
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -102,22 +103,64 @@ def fetch(config: Path, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def demo(as_json: bool) -> None:
-    """Run a backfill of the bundled sample data and print the report."""
+@click.option(
+    "--log-level",
+    default="ERROR",
+    show_default=True,
+    help="The node's console log level (INFO shows the backfill report in the node's log).",
+)
+def demo(as_json: bool, log_level: str) -> None:
+    """Warm-start a TradingNode from bundled sample data and show its first live bars."""
     from nautilus_backfill import sample
-    from nautilus_backfill.orchestrator import Backfill
+    from nautilus_backfill.demo import run_demo
 
     config = sample.folder() / sample.CONFIG_NAME
+    replay = str(sample.folder() / sample.CSV_NAME)
     if not as_json:
-        click.echo(f"config: {config}\n")
-    result = Backfill.from_toml(config).fetch()
-    click.echo(result.report.to_json() if as_json else result.report.render())
-    if not as_json:
-        for bar_type, bars in result.bars.items():
-            click.echo(f"\nlast bars of {bar_type}:")
-            for bar in bars[-3:]:
-                click.echo(f"  {bar}")
-    sys.exit(0 if result.report.ok else 1)
+        click.echo("nautilus-backfill demo: a TradingNode warm-started before node.run()")
+        click.echo(f"backfill config: {config}\n")
+    try:
+        result = run_demo(config, replay, log_level=log_level.upper())
+    except BackfillError as e:
+        _fail(str(e), 1)
+    if as_json:
+        doc = result.report.to_dict()
+        doc["demo"] = {
+            "strategy": str(result.strategy.id),
+            "historical_bars_fed": len(result.strategy.historical),
+            "live_bars_skipped_as_already_backfilled": result.skipped,
+            "live": [
+                {**row, "ts_event": format_ns(row["ts_event"])} for row in result.strategy.live
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        sys.exit(0 if result.report.ok else 1)
+    click.echo(result.report.render())
+    strategy = result.strategy
+    fast, slow = strategy.fast_ema, strategy.slow_ema
+    click.echo(
+        f"\n{strategy.id}: {fast} and {slow} on {strategy.bar_type} were fed "
+        f"{len(strategy.historical)} backfilled bars (on_historical_data) before any live bar",
+    )
+    if result.skipped:
+        click.echo(
+            f"{result.skipped} replayed bar(s) for an interval already backfilled: "
+            "not applied twice",
+        )
+    click.echo("\nlive bars (REPLAY of the bundled sample, labelled so: not market data):")
+    click.echo(
+        f"  {'ts_event':<22}{'close':>9}{'EMA(10)':>10}{'n':>5}{'EMA(20)':>10}{'n':>5}  signal"
+    )
+    for row in strategy.live:
+        click.echo(
+            f"  {format_ns(row['ts_event']):<22}{row['close']:>9.5f}{row['fast_ema']:>10.5f}"
+            f"{row['fast_count']:>5}{row['slow_ema']:>10.5f}{row['slow_count']:>5}  "
+            f"{row['signal'] or 'cold'}",
+        )
+    first = strategy.live[0] if strategy.live else None
+    state = "warm" if first and first["warm"] else "COLD"
+    click.echo(f"\nstrategy {state} at its first live bar; node stopped in {result.elapsed_s:.1f}s")
+    sys.exit(0 if result.report.ok and first and first["warm"] else 1)
 
 
 if __name__ == "__main__":

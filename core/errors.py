@@ -21,3 +21,21 @@ class SourceError(BackfillError):
     def __init__(self, message: str, status: str = "error") -> None:
         super().__init__(message)
         self.status = status
+
+
+class InsufficientHistoryError(BackfillError):
+    """
+    Raised by ``inject`` when ``on_insufficient = "fail"`` and a request came up short.
+
+    Parameters
+    ----------
+    report : BackfillReport
+        The report, also available as ``.report``.
+
+    """
+
+    def __init__(self, report: object) -> None:
+        requests = getattr(report, "requests", [])
+        short = [f"{r.bar_type} ({r.injected}/{r.wanted})" for r in requests if not r.satisfied]
+        super().__init__("backfill came up short: " + ", ".join(short))
+        self.report = report

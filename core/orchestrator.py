@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
-from nautilus_backfill.errors import SourceError
+from nautilus_backfill.errors import InsufficientHistoryError, SourceError
 from nautilus_backfill.inject import cache_of, fit_to_cache
 from nautilus_backfill.merge import Layered
 from nautilus_backfill.registry import SourceRegistry, default_registry
-from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt
+from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt, log_report
 from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
 from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_time
 from nautilus_backfill.validate import validate
+from nautilus_backfill.warmup import WarmUp
 from nautilus_trader.model.data import Bar, BarType
 
 
@@ -194,17 +195,28 @@ class Backfill:
 
     def inject(self, target: Any) -> BackfillReport:
         """
-        Fetch and add the bars (and resolved instruments) to a cache.
+        Fetch and add the bars (and resolved instruments) to a cache or a built node.
+
+        With a node, the report goes to the node's log, and unless ``warm_up = false`` every
+        actor and strategy that registers indicators for a backfilled bar type has them fed
+        the cached bars right after its ``on_start`` (see `nautilus_backfill.warmup`). Call it
+        between ``node.build()`` and ``node.run()``; it returns within the deadline whatever
+        the sources do, so the node starts (cold, with a warning, if nothing came).
 
         Parameters
         ----------
         target : Cache | TradingNode
-            The cache, or a built node whose cache is used. With a node and ``warm_up``
-            enabled, strategies' indicators are fed the bars when they start.
+            The cache, or a built node whose cache is used.
 
         Returns
         -------
         BackfillReport
+
+        Raises
+        ------
+        InsufficientHistoryError
+            If ``on_insufficient = "fail"`` and a request got fewer bars than it wanted (the
+            bars that did come are in the cache).
 
         """
         cache = cache_of(target)
@@ -214,6 +226,13 @@ class Backfill:
                 cache.add_instrument(instrument)
         for bars in result.bars.values():
             cache.add_bars(bars)
+        node = target if hasattr(target, "trader") and hasattr(target, "kernel") else None
+        if node is not None:
+            log_report(result.report)
+            if self.config.warm_up:
+                WarmUp.of(node).add(BarType.from_str(r.bar_type) for r in self.config.requests)
+        if not result.report.ok:
+            raise InsufficientHistoryError(result.report)
         return result.report
 
     # -- stages --------------------------------------------------------------------------------

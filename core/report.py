@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nautilus_backfill.timeutil import format_ns
+from nautilus_trader.common.component import Logger
 
 
 @dataclass
@@ -271,3 +272,54 @@ class BackfillReport:
                 lines.append(f"  error     {r.error}")
         lines.append(f"elapsed {self.elapsed_s:.2f}s")
         return "\n".join(lines)
+
+
+def shortfall(request: RequestReport) -> str | None:
+    """
+    Return one line saying why a request is short, or None when it got what it wanted.
+
+    Parameters
+    ----------
+    request : RequestReport
+        The request.
+
+    Returns
+    -------
+    str | None
+
+    """
+    if request.satisfied:
+        return None
+    failed = [
+        f"{s.name}: {s.status}" + (f" ({s.error})" if s.error else "")
+        for s in request.sources
+        if s.status not in ("ok", "not_needed")
+    ]
+    got = f"{request.injected} of {request.wanted or 'the window'} bars"
+    if request.injected == 0:
+        head = f"{request.bar_type} starts cold, no bars backfilled"
+    else:
+        head = f"{request.bar_type} got {got}"
+    tail = "; ".join(failed) or request.error or "the sources had no more"
+    return f"{head}: {tail}"
+
+
+def log_report(report: BackfillReport, log: Logger | None = None) -> None:
+    """
+    Write the report to NautilusTrader's log: the table at INFO, each shortfall as a WARNING.
+
+    Parameters
+    ----------
+    report : BackfillReport
+        The report.
+    log : Logger, optional
+        The logger; ``Logger("Backfill")`` when omitted.
+
+    """
+    log = log or Logger("Backfill")
+    for line in report.render().splitlines():
+        log.info(line)
+    for request in report.requests:
+        problem = shortfall(request)
+        if problem:
+            log.warning(problem)

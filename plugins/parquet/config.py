@@ -61,7 +61,8 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
             raise ValueError(f"timestamp_is: must be one of open, close, was '{self.timestamp_is}'")
         if self.timestamp_column not in (None, "ts_init", "ts_event"):
             raise ValueError(
-                f"timestamp_column must be one of ts_init, ts_event, was '{self.timestamp_column}'",
+                "timestamp_column: must be one of ts_init, ts_event, "
+                f"was '{self.timestamp_column}'",
             )
         try:
             zoneinfo.ZoneInfo(self.timezone)
