@@ -57,6 +57,10 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         ``"close"``. ``ts_init`` is always the close.
     allow_non_positive_prices : bool, default False
         Accept prices <= 0 (spreads, some futures).
+    contract : dict[str, str | int | float | bool], optional
+        A broker contract for sources that need one and cannot derive it from the instrument
+        id (the IB plugin takes ``ibapi.contract.Contract`` fields: ``secType``, ``symbol``,
+        ``exchange``, ``currency``, ``localSymbol``, ``lastTradeDateOrContractMonth``, ...).
 
     """
 
@@ -68,6 +72,7 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
     size_precision: NonNegativeInt | None = None
     ts_event: str = "open"
     allow_non_positive_prices: bool = False
+    contract: dict[str, str | int | float | bool] | None = None
 
     def __post_init__(self) -> None:
         try:

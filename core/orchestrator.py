@@ -74,7 +74,9 @@ def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> 
     bar_type = BarType.from_str(cfg.bar_type)
     end = parse_time(cfg.end) if cfg.end is not None else (now if now is not None else now_ns())
     start = parse_time(cfg.start) if cfg.start is not None else None
-    return BarRequest(bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index)
+    return BarRequest(
+        bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index, cfg.contract
+    )
 
 
 class Backfill:
@@ -298,6 +300,9 @@ class Backfill:
                     break
                 instruments.extend(result.instruments)
                 self._accept(req, cfg, src_cfg, i, span, result, precision, layered, report)
+                if result.failure is not None:
+                    attempt.status, attempt.error = result.failure.status, str(result.failure)
+                    break
             attempt.elapsed_s += time.monotonic() - started
             if attempt.status == "not_needed":
                 attempt.status = "ok" if attempt.received else "empty"

@@ -17,6 +17,7 @@ from nautilus_backfill.errors import PluginError
 from nautilus_backfill.source import BarSource
 
 DEFAULT_PLUGINS = (
+    "nautilus_backfill.plugins.ib",
     "nautilus_backfill.plugins.csv",
     "nautilus_backfill.plugins.parquet",
 )

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from nautilus_backfill.config import SourceConfig
+from nautilus_backfill.errors import SourceError
 from nautilus_trader.model.data import BarType
 
 # Timestamps are UNIX nanoseconds of the bar edge named by `SourceResult.timestamp_is`.
@@ -44,6 +45,8 @@ class BarRequest:
         The number of bars in count mode.
     index : int
         The position of the request in the config, for key paths.
+    contract : dict[str, Any], optional
+        The request's explicit broker contract (``contract`` in the config), if any.
 
     """
 
@@ -53,6 +56,7 @@ class BarRequest:
     start_ns: int | None
     count: int | None
     index: int = 0
+    contract: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class SourceResult:
         NautilusTrader instruments the source resolved, added to the cache on inject.
     notes : list[str]
         Messages for the report (files read, warnings).
+    failure : SourceError, optional
+        Set when the source failed part-way: the rows it did get are used, the attempt is
+        reported with the failure's status and message, and the source is not asked again.
 
     """
 
@@ -108,6 +115,7 @@ class SourceResult:
     size_precision: int | None = None
     instruments: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failure: SourceError | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,289 @@
+"""
+The backfill's own TWS API connection: ``ibapi``'s ``EClient`` and ``EWrapper`` with
+requests answered through futures.
+
+The node's IB data client connects only inside ``node.run()``; the backfill runs before that,
+so it opens this connection with a client id of its own and closes it when done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ibapi.client import EClient
+from ibapi.common import BarData
+from ibapi.contract import Contract, ContractDetails
+from ibapi.wrapper import EWrapper
+from nautilus_backfill.errors import SourceError
+
+# Informational codes TWS sends as "errors" (farm status, warnings).
+INFO_CODES = frozenset({2100, 2104, 2106, 2107, 2108, 2119, 2158, 2168, 2169, 2176})
+# Codes that end the connection, not one request.
+CONNECTION_CODES = {
+    326: "client_id_in_use",
+    502: "refused",
+    504: "disconnected",
+    1100: "disconnected",
+    1300: "disconnected",
+}
+
+
+@dataclass
+class IBError:
+    """One error message from TWS, as the report shows it."""
+
+    req_id: int
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"IB error {self.code}: {self.text}"
+
+
+@dataclass
+class _Pending:
+    future: Future
+    rows: list[Any] = field(default_factory=list)
+    errors: list[IBError] = field(default_factory=list)
+
+
+class RequestFailed(Exception):
+    """A request ended with an IB error; `partial` holds what arrived before it."""
+
+    def __init__(self, error: IBError, partial: list[Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.partial = partial
+
+
+class IBConnection(EWrapper, EClient):
+    """
+    One TWS API connection, its reader thread and its message loop thread.
+
+    Use `open` to connect, `contract_details` and `historical_data` to ask, `close` to end.
+    Every pending request fails as soon as the connection is lost or closed, so no caller
+    waits longer than its own timeout.
+    """
+
+    def __init__(self) -> None:
+        EWrapper.__init__(self)
+        EClient.__init__(self, wrapper=self)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._loop: threading.Thread | None = None
+        self.fatal: IBError | None = None
+        self.notices: list[IBError] = []
+        self.client_id_used: int | None = None
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    def open(self, host: str, port: int, client_id: int, attempts: int, timeout_s: float) -> None:
+        """
+        Connect, trying the next client ids while the id is taken (326).
+
+        Raises
+        ------
+        SourceError
+            ``refused``, ``timeout`` or ``client_id_in_use``, with the address in the message.
+
+        """
+        deadline = time.monotonic() + timeout_s
+        for cid in range(client_id, client_id + attempts):
+            self._connect_once(host, port, cid, deadline)
+            if self._ready.is_set():
+                self.client_id_used = cid
+                return
+            if self.fatal is None or self.fatal.code != 326:
+                break
+        where = f"IB at {host}:{port}"
+        if self.fatal is not None and self.fatal.code == 326:
+            last = client_id + attempts - 1
+            raise SourceError(
+                f"{where}: client ids {client_id}..{last} are all in use (IB error 326); "
+                "set a free `client_id`",
+                status="client_id_in_use",
+            )
+        if self.fatal is not None and self.fatal.code == 502:
+            raise SourceError(f"{where}: connection refused (is TWS/Gateway running?)", "refused")
+        if self.fatal is not None:
+            raise SourceError(f"{where}: {self.fatal}", CONNECTION_CODES.get(self.fatal.code, "error"))
+        raise SourceError(
+            f"{where}: no answer to the API handshake within {timeout_s:g}s", status="timeout"
+        )
+
+    def _connect_once(self, host: str, port: int, client_id: int, deadline: float) -> None:
+        self.fatal = None
+        self._ready.clear()
+        # EClient.connect blocks on the handshake without a deadline of its own.
+        handshake = threading.Thread(
+            target=self.connect, args=(host, port, client_id), daemon=True, name="ib-handshake"
+        )
+        handshake.start()
+        handshake.join(max(0.0, deadline - time.monotonic()))
+        if handshake.is_alive() or not self.isConnected():
+            self._drop()
+            handshake.join(2.0)
+            return
+        self._loop = threading.Thread(target=self.run, daemon=True, name="ib-message-loop")
+        self._loop.start()
+        while not self._ready.wait(0.02):
+            if self.fatal is not None or not self.isConnected() or time.monotonic() > deadline:
+                self._drop()
+                return
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect()
+        self.setConnState(EClient.DISCONNECTED)
+        if self._loop is not None:
+            self._loop.join(2.0)
+            self._loop = None
+        if self.reader is not None:
+            self.reader.join(2.0)
+
+    def close(self) -> None:
+        """Disconnect, fail every pending request, and wait for the threads to end."""
+        self._fail_all(IBError(-1, 504, "connection closed by the backfill"))
+        try:
+            self.disconnect()
+        except Exception:  # a half-open socket may already be gone
+            pass
+        self._drop()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def next_id(self) -> int:
+        """Return a fresh request id."""
+        return next(self._ids)
+
+    def _register(self, req_id: int) -> Future:
+        if self.fatal is not None:
+            raise SourceError(str(self.fatal), CONNECTION_CODES.get(self.fatal.code, "error"))
+        future: Future = Future()
+        with self._lock:
+            self._pending[req_id] = _Pending(future)
+        return future
+
+    def contract_details(self, contract: Contract, timeout_s: float) -> list[ContractDetails]:
+        """
+        Return the contract details IB has for `contract` (``reqContractDetails``).
+
+        Raises
+        ------
+        RequestFailed
+            On an IB error for this request.
+
+        """
+        req_id = self.next_id()
+        future = self._register(req_id)
+        self.reqContractDetails(req_id, contract)
+        return _result(future, timeout_s)
+
+    def send_historical(
+        self,
+        req_id: int,
+        contract: Contract,
+        end: str,
+        duration: str,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        format_date: int,
+    ) -> Future:
+        """Send ``reqHistoricalData``; the future resolves to the list of ``BarData``."""
+        future = self._register(req_id)
+        self.reqHistoricalData(
+            req_id, contract, end, duration, bar_size, what_to_show, int(use_rth), format_date,
+            False, [],
+        )
+        return future
+
+    def cancel(self, req_id: int) -> None:
+        """Cancel a historical request nobody waits for any more."""
+        with self._lock:
+            pending = self._pending.pop(req_id, None)
+        if pending is not None and self.isConnected():
+            try:
+                self.cancelHistoricalData(req_id)
+            except Exception:  # cancelling is best effort on a dying connection
+                pass
+
+    # -- EWrapper ------------------------------------------------------------------------------
+
+    def nextValidId(self, orderId: int) -> None:  # noqa: N802, N803
+        self._ready.set()
+
+    def contractDetails(self, reqId: int, contractDetails: ContractDetails) -> None:  # noqa: N802, N803
+        self._add(reqId, contractDetails)
+
+    def contractDetailsEnd(self, reqId: int) -> None:  # noqa: N802, N803
+        self._finish(reqId)
+
+    def historicalData(self, reqId: int, bar: BarData) -> None:  # noqa: N802, N803
+        self._add(reqId, bar)
+
+    def historicalDataEnd(self, reqId: int, start: str, end: str) -> None:  # noqa: N802, N803
+        self._finish(reqId)
+
+    def error(  # noqa: D417
+        self,
+        reqId: int,  # noqa: N803
+        errorTime: int,  # noqa: N803
+        errorCode: int,  # noqa: N803
+        errorString: str,  # noqa: N803
+        advancedOrderRejectJson: str = "",  # noqa: N803
+    ) -> None:
+        err = IBError(reqId, errorCode, errorString.strip())
+        if errorCode in INFO_CODES:
+            self.notices.append(err)
+            return
+        if errorCode in CONNECTION_CODES:
+            self.fatal = err
+            self._fail_all(err)
+            return
+        with self._lock:
+            pending = self._pending.pop(reqId, None)
+        if pending is None:
+            self.notices.append(err)
+            return
+        pending.future.set_exception(RequestFailed(err, pending.rows))
+
+    def connectionClosed(self) -> None:  # noqa: N802
+        if self.fatal is None:
+            self.fatal = IBError(-1, 504, "the gateway closed the connection")
+        self._fail_all(self.fatal)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _add(self, req_id: int, item: Any) -> None:
+        with self._lock:
+            pending = self._pending.get(req_id)
+        if pending is not None:
+            pending.rows.append(item)
+
+    def _finish(self, req_id: int) -> None:
+        with self._lock:
+            pending = self._pending.pop(req_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(pending.rows)
+
+    def _fail_all(self, err: IBError) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(RequestFailed(err, p.rows))
+
+
+def _result(future: Future, timeout_s: float) -> Any:
+    try:
+        return future.result(timeout=max(0.0, timeout_s))
+    except TimeoutError:
+        raise SourceError(f"IB did not answer within {timeout_s:.1f}s", status="timeout") from None
