@@ -26,8 +26,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check core plugins tests benchmarks
-	$(BIN)/ruff format --check core plugins
+	$(BIN)/ruff check core plugins tests benchmarks examples
+	$(BIN)/ruff format --check core plugins examples
 	$(BIN)/mypy -p nautilus_backfill
 
 bench: install

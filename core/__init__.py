@@ -8,7 +8,13 @@ Load a config and inject before ``node.run()``::
 """
 
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
-from nautilus_backfill.errors import BackfillError, ConfigError, PluginError, SourceError
+from nautilus_backfill.errors import (
+    BackfillError,
+    ConfigError,
+    InsufficientHistoryError,
+    PluginError,
+    SourceError,
+)
 from nautilus_backfill.hookspecs import hookimpl
 from nautilus_backfill.orchestrator import Backfill, FetchResult
 from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt
@@ -20,6 +26,7 @@ from nautilus_backfill.source import (
     SourceResult,
     Span,
 )
+from nautilus_backfill.warmup import WarmUp, warm_up
 
 __all__ = [
     "BAR_SCHEMA",
@@ -32,6 +39,7 @@ __all__ = [
     "BarSource",
     "ConfigError",
     "FetchResult",
+    "InsufficientHistoryError",
     "PluginError",
     "RequestReport",
     "SourceAttempt",
@@ -40,6 +48,8 @@ __all__ = [
     "SourceError",
     "SourceResult",
     "Span",
+    "WarmUp",
     "hookimpl",
     "load_config",
+    "warm_up",
 ]

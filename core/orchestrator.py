@@ -74,9 +74,7 @@ def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> 
     bar_type = BarType.from_str(cfg.bar_type)
     end = parse_time(cfg.end) if cfg.end is not None else (now if now is not None else now_ns())
     start = parse_time(cfg.start) if cfg.start is not None else None
-    return BarRequest(
-        bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index, cfg.contract
-    )
+    return BarRequest(bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index, cfg.contract)
 
 
 class Backfill:

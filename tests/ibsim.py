@@ -10,6 +10,7 @@ step-size rules (recording every violation it sees), and injects faults per scen
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import math
@@ -119,10 +120,8 @@ class _Conn:
     def close(self) -> None:
         with self.lock:
             self.closed = True
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self.sock.close()
 
     def recv_exact(self, n: int) -> bytes | None:
@@ -214,11 +213,13 @@ class IBSimulator:
 
     def stop(self) -> None:
         if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
             self._server.close()
         for conn in list(self._conns):
             conn.close()
         for t in self._threads:
-            t.join(timeout=2)
+            t.join(timeout=0.5)
 
     def __enter__(self) -> IBSimulator:
         self.start()
@@ -267,7 +268,14 @@ class IBSimulator:
                 end=f[15], duration=f[17], bar_size=f[16], what_to_show=f[19], use_rth=int(f[18]),
                 format_date=int(f[20]), received=time.monotonic(),
             )
-            t = threading.Thread(target=self._historical, args=(conn, req), daemon=True)
+            with self._lock:  # in arrival order, as the gateway sees them
+                self.requests.append(req)
+                self.open_requests[(conn.client_id, req.req_id)] = req.received
+                self.max_open = max(self.max_open, len(self.open_requests))
+                if len(self.open_requests) > 50:
+                    self.violations.append(f"more than 50 open requests ({len(self.open_requests)})")
+                violation = self._pacing(req)
+            t = threading.Thread(target=self._historical, args=(conn, req, violation), daemon=True)
             t.start()
             self._threads.append(t)
         elif msg_id == 25:  # CANCEL_HISTORICAL_DATA
@@ -303,24 +311,17 @@ class IBSimulator:
         sec_ids = [1, "ISIN", c["isin"]] if c["isin"] else [0]
         conn.send(
             10, req_id, c["symbol"], c["secType"], "", "", 0, "", c["exchange"], c["currency"],
-            c["localSymbol"], c["localSymbol"] if stk else c["localSymbol"], c["localSymbol"],
+            c["localSymbol"], c["localSymbol"], c["localSymbol"],
             c["conId"], c["minTick"], "", "LMT,MKT", "SMART,NASDAQ" if stk else "IDEALPRO", 1, 0,
             c["longName"], c["primaryExchange"], "", "Technology" if stk else "", "", "", c["tz"],
             "", "", "", "", *sec_ids, 1, "", "", "26" if stk else "239", "", "COMMON" if stk else "",
-            "1" if stk else "1", "1" if stk else "1", "100" if stk else "1", 0,
+            "1", "1", "100" if stk else "1", 0,
         )
         conn.send(52, 1, req_id)
 
-    def _historical(self, conn: _Conn, req: HistRequest) -> None:
+    def _historical(self, conn: _Conn, req: HistRequest, violation: bool) -> None:
         sc = self.scenario
         key = (conn.client_id, req.req_id)
-        with self._lock:
-            self.requests.append(req)
-            self.open_requests[key] = req.received
-            self.max_open = max(self.max_open, len(self.open_requests))
-            if len(self.open_requests) > 50:
-                self.violations.append(f"more than 50 open requests ({len(self.open_requests)})")
-            violation = self._pacing(req)
         try:
             if sc.slow_s:
                 time.sleep(sc.slow_s)
@@ -383,7 +384,7 @@ class IBSimulator:
         found = []
         if any(k == ident and now - t < 15 * s for t, k, _ in self._recent):
             found.append("identical request within 15 s")
-        if sum(1 for t, k, _ in self._recent if k[0:2] + (k[5],) == same and now - t < 2 * s) >= 5:
+        if sum(1 for t, k, _ in self._recent if (*k[0:2], k[5]) == same and now - t < 2 * s) >= 5:
             found.append("6 or more requests for one contract/tick type within 2 s")
         if sum(c for _, _, c in self._recent) + cost > 60:
             found.append("more than 60 requests within 10 minutes")
@@ -442,7 +443,7 @@ def _generate(c: dict, what: str, step: int, t: float) -> tuple | None:
     o, cl = round((prev + half) / tick) * tick, round((mid + half) / tick) * tick
     h = max(o, cl) + tick * (1 + int(t) % 3)
     lo = min(o, cl) - tick * (1 + int(t) % 2)
-    digits = max(0, -int(math.floor(math.log10(tick) + 1e-9)))
+    digits = max(0, -math.floor(math.log10(tick) + 1e-9))
     fmt = f"{{:.{digits}f}}"
     volume = -1 if what in ("MIDPOINT", "BID", "ASK") else 100 + int(t) % 900
     wap = -1 if volume == -1 else cl

@@ -153,8 +153,8 @@ class OtherBarType(EMACrossSignal):
 
 def test_each_component_gets_exactly_its_bar_types(tmp_path, registry, data):
     node = _node(tmp_path)
-    eur = EMACrossSignal(EMACrossSignalConfig(bar_type=EUR, strategy_id="EMACross-EUR"))
-    gbp = EMACrossSignal(EMACrossSignalConfig(bar_type=GBP, strategy_id="EMACross-GBP"))
+    eur = EMACrossSignal(EMACrossSignalConfig(bar_type=EUR, order_id_tag="EUR"))
+    gbp = EMACrossSignal(EMACrossSignalConfig(bar_type=GBP, order_id_tag="GBP"))
     other = OtherBarType(EMACrossSignalConfig(bar_type="USD/JPY.SIM-1-MINUTE-MID-EXTERNAL"))
     quiet = Quiet()
     node.trader.add_actor(quiet)
@@ -189,8 +189,8 @@ class ExplicitWarmUp(EMACrossSignal):
 
 def test_warm_up_off_and_the_explicit_helper(tmp_path, registry, data):
     node = _node(tmp_path)
-    plain = EMACrossSignal(EMACrossSignalConfig(bar_type=EUR, strategy_id="EMACross-plain"))
-    explicit = ExplicitWarmUp(EMACrossSignalConfig(bar_type=EUR, strategy_id="EMACross-explicit"))
+    plain = EMACrossSignal(EMACrossSignalConfig(bar_type=EUR, order_id_tag="PLAIN"))
+    explicit = ExplicitWarmUp(EMACrossSignalConfig(bar_type=EUR, order_id_tag="EXPLICIT"))
     node.trader.add_strategies([plain, explicit])
     _backfill(registry, tmp_path, [CSV], warm_up=False).inject(node)
     _run(node)

@@ -8,7 +8,9 @@ so it opens this connection with a client id of its own and closes it when done.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -84,9 +86,19 @@ class IBConnection(EWrapper, EClient):
 
     # -- connecting ----------------------------------------------------------------------------
 
-    def open(self, host: str, port: int, client_id: int, attempts: int, timeout_s: float) -> None:
+    @classmethod
+    def open(
+        cls, host: str, port: int, client_id: int, attempts: int, timeout_s: float
+    ) -> IBConnection:
         """
         Connect, trying the next client ids while the id is taken (326).
+
+        Each attempt uses a fresh client: a closing socket's late callbacks must not reach
+        the next attempt.
+
+        Returns
+        -------
+        IBConnection
 
         Raises
         ------
@@ -95,32 +107,34 @@ class IBConnection(EWrapper, EClient):
 
         """
         deadline = time.monotonic() + timeout_s
+        fatal: IBError | None = None
         for cid in range(client_id, client_id + attempts):
-            self._connect_once(host, port, cid, deadline)
-            if self._ready.is_set():
-                self.client_id_used = cid
-                return
-            if self.fatal is None or self.fatal.code != 326:
+            conn = cls()
+            conn._connect_once(host, port, cid, deadline)
+            if conn._ready.is_set() and conn.fatal is None:
+                conn.client_id_used = cid
+                return conn
+            fatal = conn.fatal
+            conn.close()
+            if fatal is None or fatal.code != 326:
                 break
         where = f"IB at {host}:{port}"
-        if self.fatal is not None and self.fatal.code == 326:
+        if fatal is not None and fatal.code == 326:
             last = client_id + attempts - 1
             raise SourceError(
                 f"{where}: client ids {client_id}..{last} are all in use (IB error 326); "
                 "set a free `client_id`",
                 status="client_id_in_use",
             )
-        if self.fatal is not None and self.fatal.code == 502:
+        if fatal is not None and fatal.code == 502:
             raise SourceError(f"{where}: connection refused (is TWS/Gateway running?)", "refused")
-        if self.fatal is not None:
-            raise SourceError(f"{where}: {self.fatal}", CONNECTION_CODES.get(self.fatal.code, "error"))
+        if fatal is not None:
+            raise SourceError(f"{where}: {fatal}", CONNECTION_CODES.get(fatal.code, "error"))
         raise SourceError(
             f"{where}: no answer to the API handshake within {timeout_s:g}s", status="timeout"
         )
 
     def _connect_once(self, host: str, port: int, client_id: int, deadline: float) -> None:
-        self.fatal = None
-        self._ready.clear()
         # EClient.connect blocks on the handshake without a deadline of its own.
         handshake = threading.Thread(
             target=self.connect, args=(host, port, client_id), daemon=True, name="ib-handshake"
@@ -139,23 +153,26 @@ class IBConnection(EWrapper, EClient):
                 return
 
     def _drop(self) -> None:
+        reader, loop = self.reader, self._loop
+        sock = getattr(self.conn, "socket", None)
+        if sock is not None:
+            # Wakes the reader thread blocked in recv at once, instead of at its 1 s timeout.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         if self.conn is not None:
             self.conn.disconnect()
         self.setConnState(EClient.DISCONNECTED)
-        if self._loop is not None:
-            self._loop.join(2.0)
-            self._loop = None
-        if self.reader is not None:
-            self.reader.join(2.0)
+        for thread in (loop, reader):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(2.0)
+        self._loop = None
 
     def close(self) -> None:
         """Disconnect, fail every pending request, and wait for the threads to end."""
         self._fail_all(IBError(-1, 504, "connection closed by the backfill"))
-        try:
-            self.disconnect()
-        except Exception:  # a half-open socket may already be gone
-            pass
         self._drop()
+        with contextlib.suppress(Exception):  # a half-open socket may already be gone
+            self.disconnect()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -200,8 +217,16 @@ class IBConnection(EWrapper, EClient):
         """Send ``reqHistoricalData``; the future resolves to the list of ``BarData``."""
         future = self._register(req_id)
         self.reqHistoricalData(
-            req_id, contract, end, duration, bar_size, what_to_show, int(use_rth), format_date,
-            False, [],
+            req_id,
+            contract,
+            end,
+            duration,
+            bar_size,
+            what_to_show,
+            int(use_rth),
+            format_date,
+            False,
+            [],
         )
         return future
 
@@ -210,35 +235,33 @@ class IBConnection(EWrapper, EClient):
         with self._lock:
             pending = self._pending.pop(req_id, None)
         if pending is not None and self.isConnected():
-            try:
+            with contextlib.suppress(Exception):  # best effort on a dying connection
                 self.cancelHistoricalData(req_id)
-            except Exception:  # cancelling is best effort on a dying connection
-                pass
 
     # -- EWrapper ------------------------------------------------------------------------------
 
-    def nextValidId(self, orderId: int) -> None:  # noqa: N802, N803
+    def nextValidId(self, orderId: int) -> None:
         self._ready.set()
 
-    def contractDetails(self, reqId: int, contractDetails: ContractDetails) -> None:  # noqa: N802, N803
+    def contractDetails(self, reqId: int, contractDetails: ContractDetails) -> None:
         self._add(reqId, contractDetails)
 
-    def contractDetailsEnd(self, reqId: int) -> None:  # noqa: N802, N803
+    def contractDetailsEnd(self, reqId: int) -> None:
         self._finish(reqId)
 
-    def historicalData(self, reqId: int, bar: BarData) -> None:  # noqa: N802, N803
+    def historicalData(self, reqId: int, bar: BarData) -> None:
         self._add(reqId, bar)
 
-    def historicalDataEnd(self, reqId: int, start: str, end: str) -> None:  # noqa: N802, N803
+    def historicalDataEnd(self, reqId: int, start: str, end: str) -> None:
         self._finish(reqId)
 
-    def error(  # noqa: D417
+    def error(
         self,
-        reqId: int,  # noqa: N803
-        errorTime: int,  # noqa: N803
-        errorCode: int,  # noqa: N803
-        errorString: str,  # noqa: N803
-        advancedOrderRejectJson: str = "",  # noqa: N803
+        reqId: int,
+        errorTime: int,
+        errorCode: int,
+        errorString: str,
+        advancedOrderRejectJson: str = "",
     ) -> None:
         err = IBError(reqId, errorCode, errorString.strip())
         if errorCode in INFO_CODES:
@@ -255,7 +278,7 @@ class IBConnection(EWrapper, EClient):
             return
         pending.future.set_exception(RequestFailed(err, pending.rows))
 
-    def connectionClosed(self) -> None:  # noqa: N802
+    def connectionClosed(self) -> None:
         if self.fatal is None:
             self.fatal = IBError(-1, 504, "the gateway closed the connection")
         self._fail_all(self.fatal)

@@ -26,6 +26,7 @@ OPEN_MAX = 50
 SMALL_BAR_S = 30
 # The gateway measures from arrival, a little after the send: keep a margin.
 MARGIN = 0.05
+MARGIN_S = 0.05
 
 
 class PacingLimiter:
@@ -51,15 +52,16 @@ class PacingLimiter:
         self.sent = 0
 
     def _wait_needed(self, now: float, ident: Hashable, key: Hashable, cost: int) -> float:
-        pad = 1 + MARGIN
-        window, burst, same = WINDOW_S * self.scale * pad, BURST_S * self.scale * pad, 0.0
+        def padded(seconds: float) -> float:
+            return seconds * self.scale * (1 + MARGIN) + MARGIN_S
+
+        window, burst = padded(WINDOW_S), padded(BURST_S)
         while self._sent and now - self._sent[0][0] > window:
             self._sent.popleft()
         waits = [0.0]
         identical = [t for t, i, _, _ in self._sent if i == ident]
         if identical:
-            same = IDENTICAL_S * self.scale * pad
-            waits.append(identical[-1] + same - now)
+            waits.append(identical[-1] + padded(IDENTICAL_S) - now)
         recent = [t for t, _, k, _ in self._sent if k == key and now - t < burst]
         if len(recent) >= BURST_MAX:
             waits.append(recent[-BURST_MAX] + burst - now)

@@ -82,10 +82,11 @@ class IBBarSource(BarSource):
             if self._conn is None:
                 from nautilus_backfill.timeutil import parse_duration
 
-                conn = IBConnection()
-                timeout = min(parse_duration(self.config.connect_timeout), deadline - time.monotonic())
+                timeout = min(
+                    parse_duration(self.config.connect_timeout), deadline - time.monotonic()
+                )
                 try:
-                    conn.open(
+                    conn = IBConnection.open(
                         self.config.host,
                         self.config.port,
                         self.config.client_id,
@@ -93,7 +94,6 @@ class IBBarSource(BarSource):
                         timeout,
                     )
                 except SourceError as e:
-                    conn.close()
                     self._conn_error = e
                     raise
                 self._conn = conn
@@ -130,7 +130,8 @@ class IBBarSource(BarSource):
             ``no_subscription``, ``disconnected``, ``pacing`` or ``error``.
 
         """
-        deadline = time.monotonic() + self.config.timeout_s
+        # A little inside the orchestrator's timeout, so the report gets IB's own reason.
+        deadline = time.monotonic() + max(0.0, self.config.timeout_s - 0.1)
         step_s = request.step_ns // NS
         try:
             bar_size = bar_size_setting(step_s)
@@ -159,7 +160,9 @@ class IBBarSource(BarSource):
         n_forming = pa.compute.sum(forming).as_py() or 0
         if n_forming:
             first = table.filter(forming)["ts"][0].as_py()
-            notes.append(f"{self.config.name}: dropped the bar still forming (opens {format_ns(first)})")
+            notes.append(
+                f"{self.config.name}: dropped the bar still forming (opens {format_ns(first)})"
+            )
             table = table.filter(pa.compute.invert(forming))
         table = table.filter(in_span(table["ts"], span, 0, request.step_ns))
         if span.limit is not None and table.num_rows > span.limit:
@@ -232,7 +235,8 @@ class IBBarSource(BarSource):
             except TimeoutError:
                 conn.cancel(req_id)
                 raise SourceError(
-                    f"IB did not answer {bar_size} {what} for {contract.localSymbol or contract.symbol} "
+                    f"IB did not answer {bar_size} {what} for "
+                    f"{contract.localSymbol or contract.symbol} "
                     f"within the source timeout ({self.config.timeout})",
                     status="timeout",
                 ) from None
@@ -252,7 +256,9 @@ class IBBarSource(BarSource):
         if code == 162 and "pacing violation" in text.lower():
             wait = 15 * self.limiter.scale
             if time.monotonic() + wait >= deadline:
-                return SourceError(f"IB pacing violation for {name}, no time left to retry: {e}", "pacing")
+                return SourceError(
+                    f"IB pacing violation for {name}, no time left to retry: {e}", "pacing"
+                )
             time.sleep(wait)
             return "retry"
         if code == 162 and "no data" in text.lower():
@@ -357,8 +363,9 @@ class IBBarSource(BarSource):
             for i, price in enumerate((o, h, lo, c), start=1):
                 cols[i].append(ib_price_to_nautilus_price(price, magnifier))
             cols[5].append(v)
-        return pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(cols, BAR_SCHEMA, strict=True)],
-                                    schema=BAR_SCHEMA)
+        return pa.Table.from_arrays(
+            [pa.array(c, t.type) for c, t in zip(cols, BAR_SCHEMA, strict=True)], schema=BAR_SCHEMA
+        )
 
 
 class _Partial(Exception):

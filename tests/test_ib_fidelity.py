@@ -1,0 +1,107 @@
+"""The plugin's bars equal the IB adapter's own; the simulator serves NautilusTrader's own IB client."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from datetime import datetime
+from decimal import Decimal
+
+from ibapi.common import BarData
+from ibsim import RECORDING_TZ, IBSimulator, Scenario
+from nautilus_backfill import Backfill
+from nautilus_backfill.config import config_from_dict
+from nautilus_trader.adapters.interactive_brokers.client import InteractiveBrokersClient
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.common.component import LiveClock, MessageBus
+from nautilus_trader.model.data import BarType
+from nautilus_trader.model.identifiers import TraderId
+
+AAPL = "AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL"
+
+
+def _recorded(shared) -> list[BarData]:
+    out = []
+    with gzip.open(shared / "ib" / "aapl-1min-2021-01-05.bardata.jsonl.gz", "rt") as f:
+        for line in f:
+            row = json.loads(line)
+            bar = BarData()
+            # formatDate=2: the date arrives as epoch seconds of the bar start.
+            bar.date = str(int(datetime.fromisoformat(row["date"]).replace(tzinfo=RECORDING_TZ).timestamp()))
+            bar.open, bar.high, bar.low, bar.close = row["open"], row["high"], row["low"], row["close"]
+            bar.volume, bar.wap, bar.barCount = Decimal(str(row["volume"])), Decimal(str(row["average"])), row["barCount"]
+            out.append(bar)
+    return out
+
+
+def _adapter_bars(recorded, instrument) -> list:
+    loop = asyncio.new_event_loop()
+    clock = LiveClock()
+    cache = Cache()
+    cache.add_instrument(instrument)
+    client = InteractiveBrokersClient(loop, MessageBus(TraderId("TESTER-001"), clock), cache, clock)
+    bar_type = BarType.from_str(AAPL)
+
+    async def convert():
+        out = []
+        for bar in recorded:
+            ts_init = await client._ib_bar_to_ts_init(bar, bar_type)
+            out.append(await client._ib_bar_to_nautilus_bar(bar_type, bar, ts_init))
+        return out
+
+    try:
+        return loop.run_until_complete(convert())
+    finally:
+        loop.close()
+
+
+def test_plugin_bars_equal_the_adapters_conversion_of_the_real_recording(shared, registry):
+    recorded = _recorded(shared)
+    with IBSimulator(Scenario(), recordings=shared / "ib") as sim:
+        doc = {"backfill": {"requests": [{"bar_type": AAPL, "start": "2021-01-05T12:00:00Z",
+                                          "end": "2021-01-06T03:00:00Z"}],
+                            "sources": [{"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False}]}}
+        result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    ours = result.bars[BarType.from_str(AAPL)]
+    theirs = _adapter_bars(recorded, result.instruments[0])
+    assert len(theirs) == len(recorded) == 405
+    assert len(ours) == 405 and result.report.requests[0].accounted()
+    for a, b in zip(ours, theirs, strict=True):
+        assert a == b and a.ts_init == b.ts_init and a.is_revision == b.is_revision
+        assert (a.open, a.high, a.low, a.close, a.volume) == (b.open, b.high, b.low, b.close, b.volume)
+
+
+def test_nautilus_historic_ib_client_downloads_bars_and_an_instrument_from_the_simulator(shared):
+    from nautilus_trader.adapters.interactive_brokers.historical.client import (
+        HistoricInteractiveBrokersClient,
+    )
+
+    with IBSimulator(Scenario(), recordings=shared / "ib") as sim:
+        async def download():
+            client = HistoricInteractiveBrokersClient(port=sim.port, client_id=7, log_level="ERROR")
+            await client.connect()
+            await asyncio.sleep(0)
+            instruments = await client.request_instruments(instrument_ids=["AAPL.NASDAQ"])
+            bars = await client.request_bars(
+                bar_specifications=["1-MINUTE-LAST"],
+                start_date_time=datetime(2021, 1, 5, 19, 0),
+                end_date_time=datetime(2021, 1, 5, 21, 0),
+                tz_name="UTC",
+                instrument_ids=["AAPL.NASDAQ"],
+                use_rth=True,
+                timeout=10,
+            )
+            client._client.stop()
+            return instruments, bars
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            instruments, bars = loop.run_until_complete(asyncio.wait_for(download(), 30))
+        finally:
+            loop.close()
+    assert [str(i.id) for i in instruments] == ["AAPL.NASDAQ"] and instruments[0].price_precision == 2
+    assert len(bars) == 120
+    assert bars[0].ts_event == 1609873200 * 10**9 and bars[-1].ts_init == 1609880400 * 10**9
+    assert sim.violations == []
