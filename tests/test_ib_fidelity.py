@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import subprocess
+import sys
 from datetime import datetime
 from decimal import Decimal
 
@@ -72,36 +74,39 @@ def test_plugin_bars_equal_the_adapters_conversion_of_the_real_recording(shared,
         assert (a.open, a.high, a.low, a.close, a.volume) == (b.open, b.high, b.low, b.close, b.volume)
 
 
-def test_nautilus_historic_ib_client_downloads_bars_and_an_instrument_from_the_simulator(shared):
-    from nautilus_trader.adapters.interactive_brokers.historical.client import (
-        HistoricInteractiveBrokersClient,
+HISTORIC_CLIENT = """
+import asyncio, json, sys
+from datetime import datetime
+from nautilus_trader.adapters.interactive_brokers.historical.client import HistoricInteractiveBrokersClient
+
+async def download(port):
+    client = HistoricInteractiveBrokersClient(port=port, client_id=7, log_level="ERROR")
+    await client.connect()
+    instruments = await client.request_instruments(instrument_ids=["AAPL.NASDAQ"])
+    bars = await client.request_bars(
+        bar_specifications=["1-MINUTE-LAST"], start_date_time=datetime(2021, 1, 5, 19, 0),
+        end_date_time=datetime(2021, 1, 5, 21, 0), tz_name="UTC", instrument_ids=["AAPL.NASDAQ"],
+        use_rth=True, timeout=10,
     )
+    client._client.stop()
+    return instruments, bars
 
+instruments, bars = asyncio.run(asyncio.wait_for(download(int(sys.argv[1])), 30))
+print(json.dumps({"instruments": [[str(i.id), i.price_precision] for i in instruments],
+                  "bars": [[b.ts_event, b.ts_init, str(b.close)] for b in bars]}))
+"""
+
+
+def test_nautilus_historic_ib_client_downloads_bars_and_an_instrument_from_the_simulator(shared):
+    # NautilusTrader's own client, in a process of its own: it initializes logging, which a
+    # process may do only once.
     with IBSimulator(Scenario(), recordings=shared / "ib") as sim:
-        async def download():
-            client = HistoricInteractiveBrokersClient(port=sim.port, client_id=7, log_level="ERROR")
-            await client.connect()
-            await asyncio.sleep(0)
-            instruments = await client.request_instruments(instrument_ids=["AAPL.NASDAQ"])
-            bars = await client.request_bars(
-                bar_specifications=["1-MINUTE-LAST"],
-                start_date_time=datetime(2021, 1, 5, 19, 0),
-                end_date_time=datetime(2021, 1, 5, 21, 0),
-                tz_name="UTC",
-                instrument_ids=["AAPL.NASDAQ"],
-                use_rth=True,
-                timeout=10,
-            )
-            client._client.stop()
-            return instruments, bars
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            instruments, bars = loop.run_until_complete(asyncio.wait_for(download(), 30))
-        finally:
-            loop.close()
-    assert [str(i.id) for i in instruments] == ["AAPL.NASDAQ"] and instruments[0].price_precision == 2
+        proc = subprocess.run([sys.executable, "-c", HISTORIC_CLIENT, str(sim.port)],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["instruments"] == [["AAPL.NASDAQ", 2]]
+    bars = out["bars"]
     assert len(bars) == 120
-    assert bars[0].ts_event == 1609873200 * 10**9 and bars[-1].ts_init == 1609880400 * 10**9
-    assert sim.violations == []
+    assert bars[0][0] == 1609873200 * 10**9 and bars[-1][1] == 1609880400 * 10**9
+    assert {r.client_id for r in sim.requests} == {7} and sim.violations == []

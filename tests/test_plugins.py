@@ -107,7 +107,7 @@ def test_allow_list_and_block_list(installed, tmp_path):
     out = _cli(installed, "plugins", "--json", NAUTILUS_BACKFILL_LOAD_PLUGINS="")
     assert "constant" not in {p["name"] for p in json.loads(out.stdout)["plugins"]}
     out = _cli(installed, "plugins", "--json", NAUTILUS_BACKFILL_BLOCK_PLUGINS="csv,constant")
-    assert {p["name"] for p in json.loads(out.stdout)["plugins"]} == {"parquet"}
+    assert {p["name"] for p in json.loads(out.stdout)["plugins"]} == {"ib", "parquet"}
 
 
 def test_missing_plugin_names_it_and_the_installed_ones(installed, tmp_path):
@@ -116,7 +116,7 @@ def test_missing_plugin_names_it_and_the_installed_ones(installed, tmp_path):
                    '[[backfill.sources]]\nname = "a"\nplugin = "broken"\n')
     out = _cli(installed, "check", str(cfg))
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "plugin 'broken' failed to load" in out.stderr and "installed: constant, csv, parquet" in out.stderr
+    assert "plugin 'broken' failed to load" in out.stderr and "installed: constant, csv, ib, parquet" in out.stderr
     cfg.write_text(cfg.read_text().replace('"broken"', '"ibkr"'))
     out = _cli(installed, "check", str(cfg))
     assert "no plugin 'ibkr'" in out.stderr and out.returncode == 2
