@@ -17,7 +17,7 @@ from typing import Any
 from nautilus_backfill.orchestrator import Backfill
 from nautilus_backfill.replay import REPLAY, ReplayDataClientConfig, ReplayDataClientFactory
 from nautilus_backfill.report import BackfillReport
-from nautilus_trader.config import LoggingConfig, StrategyConfig, TradingNodeConfig
+from nautilus_trader.config import CacheConfig, LoggingConfig, StrategyConfig, TradingNodeConfig
 from nautilus_trader.indicators import ExponentialMovingAverage
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.model.data import Bar, BarType
@@ -125,16 +125,22 @@ class DemoResult:
     replayed: list[Bar] = field(default_factory=list)
 
 
-def build_node(replay_path: str, log_level: str = "ERROR") -> TradingNode:
+def build_node(
+    replay: ReplayDataClientConfig,
+    log_level: str = "ERROR",
+    cache: CacheConfig | None = None,
+) -> TradingNode:
     """
-    Build a TradingNode whose only data client is a replay of `replay_path`.
+    Build a TradingNode whose only data client is a replay.
 
     Parameters
     ----------
-    replay_path : str
-        The CSV to replay.
+    replay : ReplayDataClientConfig
+        What the replay client plays.
     log_level : str, default "ERROR"
         The node's console log level.
+    cache : CacheConfig, optional
+        The node's cache config.
 
     Returns
     -------
@@ -144,17 +150,11 @@ def build_node(replay_path: str, log_level: str = "ERROR") -> TradingNode:
     config = TradingNodeConfig(
         trader_id="DEMO-001",
         logging=LoggingConfig(log_level=log_level),
-        data_clients={
-            REPLAY: ReplayDataClientConfig(
-                path=replay_path,
-                start=REPLAY_START,
-                count=REPLAY_BARS,
-                interval_ms=50,
-            ),
-        },
+        cache=cache,
+        data_clients={REPLAY: replay},
         timeout_connection=5.0,
         timeout_disconnection=2.0,
-        timeout_post_stop=0.2,
+        timeout_post_stop=0.1,
     )
     # A loop of its own: a closed loop left current by an earlier node cannot be reused.
     loop = asyncio.new_event_loop()
@@ -186,7 +186,10 @@ def run_demo(config: Path, replay_path: str, log_level: str = "ERROR") -> DemoRe
     started = time.monotonic()
     backfill = Backfill.from_toml(config)
     bar_type = backfill.config.requests[0].bar_type
-    node = build_node(replay_path, log_level)
+    replay = ReplayDataClientConfig(
+        path=replay_path, start=REPLAY_START, count=REPLAY_BARS, interval_ms=50
+    )
+    node = build_node(replay, log_level)
     strategy = EMACrossSignal(EMACrossSignalConfig(bar_type=bar_type))
     node.trader.add_strategy(strategy)
     try:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pandas as pd
 import pytest
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
-from nautilus_backfill.demo import EMACrossSignal, EMACrossSignalConfig
+from nautilus_backfill.demo import EMACrossSignal, EMACrossSignalConfig, build_node
 from nautilus_backfill.errors import InsufficientHistoryError
-from nautilus_backfill.replay import REPLAY, ReplayDataClientConfig, ReplayDataClientFactory
+from nautilus_backfill.replay import ReplayDataClientConfig
 from nautilus_backfill.warmup import warm_up
 from nautilus_trader.common.actor import Actor
-from nautilus_trader.config import CacheConfig, LoggingConfig, TradingNodeConfig
-from nautilus_trader.live.node import TradingNode
+from nautilus_trader.config import CacheConfig
 from nautilus_trader.model.data import BarType
 
 EUR = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
@@ -71,20 +68,10 @@ MISSING = {"name": "gone", "plugin": "csv", "path": "nowhere/{symbol}.csv"}
 
 
 def _node(tmp_path, start_bar=300, count=5, bar_capacity=10_000):
-    config = TradingNodeConfig(
-        logging=LoggingConfig(log_level="WARNING"),
-        cache=CacheConfig(bar_capacity=bar_capacity),
-        data_clients={REPLAY: ReplayDataClientConfig(
-            path=str(tmp_path / "{symbol}.csv"), start=_iso(T0 + 60 * start_bar), count=count, interval_ms=20,
-        )},
-        timeout_connection=5.0, timeout_disconnection=2.0, timeout_post_stop=0.1,
+    replay = ReplayDataClientConfig(
+        path=str(tmp_path / "{symbol}.csv"), start=_iso(T0 + 60 * start_bar), count=count, interval_ms=20,
     )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    node = TradingNode(config=config, loop=loop)
-    node.add_data_client_factory(REPLAY, ReplayDataClientFactory)
-    node.build()
-    return node
+    return build_node(replay, log_level="WARNING", cache=CacheConfig(bar_capacity=bar_capacity))
 
 
 def _run(node):
