@@ -149,6 +149,14 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
         Feed the backfilled bars to the indicators strategies register in ``on_start``.
     base_dir : str, optional
         The folder relative source paths resolve against (the TOML file's folder when loaded).
+    store : str, optional
+        A write-through store: a ``ParquetDataCatalog`` root (path or fsspec URL such as
+        ``s3://bucket/prefix``). It is read first; sources are asked only for what it lacks,
+        and what they return is written to it.
+    store_options : dict, optional
+        fsspec storage options for the store (``endpoint_url``, ``key``, ``secret``, ...).
+    keep : str, optional
+        Retention: bars older than this (``"90d"``) are trimmed from the store after writing.
 
     """
 
@@ -159,9 +167,18 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
     on_capacity: str = "fail"
     warm_up: bool = True
     base_dir: str | None = None
+    store: str | None = None
+    store_options: dict[str, str | int | float | bool] | None = None
+    keep: str | None = None
 
     def __post_init__(self) -> None:
         _field("deadline", parse_duration, self.deadline)
+        if self.keep is not None:
+            _field("keep", parse_duration, self.keep)
+            if self.store is None:
+                raise ValueError("keep: retention needs a `store`")
+        if self.store is not None and "store" in {s.name for s in self.sources}:
+            raise ValueError("sources: the name 'store' is taken by the write-through store")
         _choice(self.on_insufficient, ON_INSUFFICIENT, "on_insufficient")
         _choice(self.on_capacity, ON_CAPACITY, "on_capacity")
         names = [s.name for s in self.sources]
@@ -334,6 +351,8 @@ def config_from_dict(
     if not config.requests:
         raise ConfigError(f"{origin}: backfill.requests: add at least one [[backfill.requests]]")
     config = msgspec.structs.replace(config, sources=sources)
+    if not sources and config.store is None:
+        raise ConfigError(f"{origin}: backfill.sources: add a [[backfill.sources]] or a `store`")
     try:
         config.__post_init__()
     except ValueError as e:

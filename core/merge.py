@@ -23,15 +23,21 @@ class Layered:
     origin : np.ndarray
         For each bar, the index of the source that supplied it.
     coverage : P.Interval
-        The union of ``[first open, last close)`` of every accepted answer.
+        The union of ``[first open, last close)`` of every accepted answer, and of the
+        intervals a store knows sources answered for.
+    answered : P.Interval
+        The spans sources answered for in this run (bars or not), for the store to remember.
 
     """
 
     bars: BarArrays = field(default_factory=BarArrays.empty)
     origin: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int16))
     coverage: P.Interval = field(default_factory=P.empty)
+    answered: P.Interval = field(default_factory=P.empty)
 
-    def add(self, new: BarArrays, source_index: int, step_ns: int, span: Span) -> Counter[str]:
+    def add(
+        self, new: BarArrays, source_index: int, step_ns: int, span: Span, cover: bool = True
+    ) -> Counter[str]:
         """
         Merge a later source's bars: earlier sources win on the same open time.
 
@@ -45,6 +51,9 @@ class Layered:
             The bar length.
         span : Span
             The span the source was asked for; bars outside it fill nothing.
+        cover : bool, default True
+            Count ``[first open, last close)`` of the answer as covered. A store passes False:
+            its bars may have holes that only its record of answered intervals can tell.
 
         Returns
         -------
@@ -72,7 +81,7 @@ class Layered:
             inside[np.flatnonzero(inside)[: int(inside.sum()) - span.limit]] = False
         dropped["outside_window"] = int((~inside).sum())
         new = new.take(inside)
-        if len(new):
+        if len(new) and cover:
             self.coverage |= P.closedopen(int(new.ts_open[0]), int(new.ts_open[-1]) + step_ns)
         origin = np.full(len(new), source_index, dtype=np.int16)
         parts = BarArrays.concat([self.bars, new]) if len(self.bars) else new

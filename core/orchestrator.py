@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import portion as P
+import pyarrow.compute as pc
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
 from nautilus_backfill.errors import InsufficientHistoryError, SourceError
@@ -20,7 +22,8 @@ from nautilus_backfill.registry import SourceRegistry, default_registry
 from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt, log_report
 from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
-from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_time
+from nautilus_backfill.store import BarStore, StoreSource
+from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_duration, parse_time
 from nautilus_backfill.validate import validate
 from nautilus_backfill.warmup import WarmUp
 from nautilus_trader.model.data import Bar, BarType
@@ -149,7 +152,8 @@ class Backfill:
         now = now_ns()
         requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
         context = SourceContext(Path(self.config.base_dir or "."), cache)
-        sources, source_errors = self._open_sources(context)
+        store = self._open_store(context)
+        sources, source_errors = self._open_sources(context, store)
         reports = [
             RequestReport(str(r.bar_type), r.count, sources=self._attempts()) for r in requests
         ]
@@ -169,6 +173,8 @@ class Backfill:
                 cache,
             )
             instruments.extend(found)
+            if store is not None:
+                self._write_through(req, store, layered, precision, report)
             results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
             if on_request_done is not None:
                 on_request_done(report)
@@ -237,15 +243,28 @@ class Backfill:
 
     # -- stages --------------------------------------------------------------------------------
 
+    def _source_configs(self) -> list[SourceConfig]:
+        store = [SourceConfig(name="store", plugin="store")] if self.config.store else []
+        return [*store, *self.config.sources]
+
     def _attempts(self) -> list[SourceAttempt]:
-        return [SourceAttempt(s.name, s.plugin) for s in self.config.sources]
+        return [SourceAttempt(s.name, s.plugin) for s in self._source_configs()]
+
+    def _open_store(self, context: SourceContext) -> StoreSource | None:
+        if self.config.store is None:
+            return None
+        url = self.config.store
+        if "://" not in url:
+            url = str(context.resolve(url))
+        return StoreSource(BarStore(url, dict(self.config.store_options or {})), context)
 
     def _open_sources(
         self,
         context: SourceContext,
+        store: StoreSource | None = None,
     ) -> tuple[list[BarSource | None], list[str | None]]:
-        sources: list[BarSource | None] = []
-        errors: list[str | None] = []
+        sources: list[BarSource | None] = [store] if store is not None else []
+        errors: list[str | None] = [None] if store is not None else []
         for cfg in self.config.sources:
             try:
                 sources.append(self.registry.get(cfg.plugin)(cfg, context))
@@ -268,7 +287,8 @@ class Backfill:
         layered = Layered()
         precision = _precision(req, cfg, cache)
         instruments: list[Any] = []
-        for i, (src_cfg, source) in enumerate(zip(self.config.sources, sources, strict=True)):
+        configs = self._source_configs()
+        for i, (src_cfg, source) in enumerate(zip(configs, sources, strict=True)):
             attempt = report.sources[i]
             spans = layered.missing(req)
             if not spans:
@@ -301,6 +321,10 @@ class Backfill:
                 if result.failure is not None:
                     attempt.status, attempt.error = result.failure.status, str(result.failure)
                     break
+                if isinstance(source, StoreSource):
+                    layered.coverage |= source.answered(req)
+                else:
+                    layered.answered |= _answered(span, result)
             attempt.elapsed_s += time.monotonic() - started
             if attempt.status == "not_needed":
                 attempt.status = "ok" if attempt.received else "empty"
@@ -326,7 +350,9 @@ class Backfill:
             precision.price = result.price_precision
         if precision.size is None:
             precision.size = result.size_precision
-        if rows and (precision.price is None or precision.size is None):
+        if not rows:
+            return
+        if precision.price is None or precision.size is None:
             report.dropped["no_precision"] += rows
             missing = "price_precision" if precision.price is None else "size_precision"
             report.error = (
@@ -357,8 +383,42 @@ class Backfill:
             report.dropped["source_rejected"] += len(checked.bars)
             return
         report.rounded += checked.rounded
-        report.dropped.update(layered.add(checked.bars, index, req.step_ns, span))
+        cover = src_cfg.plugin != "store"
+        report.dropped.update(layered.add(checked.bars, index, req.step_ns, span, cover))
         report.dropped = +report.dropped
+
+    def _write_through(
+        self,
+        req: BarRequest,
+        store: StoreSource,
+        layered: Layered,
+        precision: _Precision,
+        report: RequestReport,
+    ) -> None:
+        # What the sources (not the store) returned and validated, never a bar still forming.
+        fresh = layered.origin != 0
+        complete = layered.bars.ts_open + req.step_ns <= now_ns()
+        keep = np.flatnonzero(fresh & complete)
+        if precision.price is None or precision.size is None:
+            return
+        if not len(keep) and layered.answered.empty:
+            return
+        bars = layered.bars.take(keep)
+        try:
+            report.stored = store.store.write(
+                str(req.bar_type),
+                req.step_ns,
+                bars.ts_open,
+                bars.values(),
+                precision.price,
+                precision.size,
+                layered.answered,
+            )
+            if self.config.keep is not None:
+                cutoff = now_ns() - int(parse_duration(self.config.keep) * 1e9)
+                store.store.trim(str(req.bar_type), req.step_ns, cutoff)
+        except Exception as e:  # a store that cannot be written must not cost the warm start
+            report.examples.append(f"store: not written: {type(e).__name__}: {e}")
 
     def _finish(
         self,
@@ -399,6 +459,19 @@ class Backfill:
         )
         report.first, report.last = out[0].ts_event, out[-1].ts_event
         return out
+
+
+def _answered(span: Span, result: SourceResult) -> P.Interval:
+    # The time a source answered for, bars or none, to be remembered by the store.
+    if span.start is not None:
+        return P.closedopen(span.start, span.end)
+    ts = result.table.column("ts")
+    if not len(ts) or ts.null_count == len(ts):
+        return P.empty()
+    first = int(pc.min(ts).as_py())
+    if result.timestamp_is == "close":
+        return P.empty()  # count-mode answers from close-stamped sources: too rare to be worth it
+    return P.closedopen(first, span.end)
 
 
 def _precision(req: BarRequest, cfg: BarRequestConfig, cache: Any) -> _Precision:

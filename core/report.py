@@ -96,6 +96,8 @@ class RequestReport:
         Why the request failed as a whole, if it did.
     examples : list[str]
         Where the first dropped rows of each reason were.
+    stored : int
+        New bars written to the store.
 
     """
 
@@ -110,6 +112,7 @@ class RequestReport:
     rounded: int = 0
     error: str | None = None
     examples: list[str] = field(default_factory=list)
+    stored: int = 0
 
     @property
     def received(self) -> int:
@@ -167,6 +170,7 @@ class RequestReport:
             "dropped": dict(sorted(self.dropped.items())),
             "gaps": [[format_ns(a), format_ns(b)] for a, b in self.gaps],
             "rounded": self.rounded,
+            "stored": self.stored,
             "error": self.error,
             "examples": self.examples,
         }
@@ -264,6 +268,8 @@ class BackfillReport:
                 lines.append(f"    {example}")
             if r.rounded:
                 lines.append(f"  rounded   {r.rounded} bars to the instrument precision")
+            if r.stored:
+                lines.append(f"  stored    {r.stored} new bars written to the store")
             for a, b in r.gaps[:5]:
                 lines.append(f"  gap       {format_ns(a) or 'before'} .. {format_ns(b)}")
             if len(r.gaps) > 5:

@@ -141,14 +141,23 @@ class IBConnection(EWrapper, EClient):
         )
         handshake.start()
         handshake.join(max(0.0, deadline - time.monotonic()))
-        if handshake.is_alive() or not self.isConnected():
+        if handshake.is_alive():
             self._drop()
             handshake.join(2.0)
             return
+        # Run the message loop even if the socket is already gone: it drains what arrived
+        # before the close (a 326 right after START_API) and then ends.
         self._loop = threading.Thread(target=self.run, daemon=True, name="ib-message-loop")
         self._loop.start()
         while not self._ready.wait(0.02):
-            if self.fatal is not None or not self.isConnected() or time.monotonic() > deadline:
+            if self.fatal is not None or time.monotonic() > deadline:
+                self._drop()
+                return
+            if not self.isConnected():
+                # Let the message loop deliver what came before the close (a 326, say).
+                self._loop.join(1.0)
+                if self.fatal is None:
+                    self.fatal = IBError(-1, 504, "the gateway closed the connection")
                 self._drop()
                 return
 

@@ -10,43 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from nautilus_backfill.catalogfmt import FIELDS, decode_fixed, newest, scan
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import expand
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
 from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
 from nautilus_backfill.timestamps import to_epoch_ns
-
-# NautilusTrader's fixed-point scales: 9 decimals in 64-bit builds, 16 in 128-bit ones.
-_SCALE = {8: 1e9, 16: 1e16}
-_FIELDS = ("open", "high", "low", "close", "volume")
-
-
-def decode_fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """
-    Decode a NautilusTrader fixed-point column (``fixed_size_binary[8|16]``) to float64.
-
-    Parameters
-    ----------
-    column : pa.ChunkedArray | pa.Array
-        The column.
-
-    Returns
-    -------
-    np.ndarray
-
-    """
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    width = arr.type.byte_width
-    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[
-        arr.offset * width : (arr.offset + len(arr)) * width
-    ]
-    if width == 8:
-        return raw.view("<i8").astype(np.float64) / _SCALE[8]
-    if width == 16:
-        pairs = raw.view("<u8").reshape(-1, 2)
-        high = pairs[:, 1].view(np.int64).astype(np.float64)
-        return (high * 18446744073709551616.0 + pairs[:, 0].astype(np.float64)) / _SCALE[16]
-    raise SourceError(f"unsupported fixed-point width {width} bytes")
 
 
 class ParquetBarSource(BarSource):
@@ -114,16 +83,16 @@ class ParquetBarSource(BarSource):
         column = self.config.timestamp_column or "ts_init"
         edge = self.config.timestamp_is or ("close" if column == "ts_init" else "open")
         shift = request.step_ns if edge == "close" else 0
-        missing = [c for c in (*_FIELDS, column) if c not in dataset.schema.names]
+        missing = [c for c in (*FIELDS, column) if c not in dataset.schema.names]
         if missing:
             raise SourceError(
                 f"not a NautilusTrader bar file: missing columns {', '.join(missing)}"
             )
-        table = _scan(
+        table = scan(
             dataset, column, span, shift, request.step_ns, lambda v: pa.scalar(v, pa.uint64())
         )
         data = {"ts": pc.cast(table.column(column), pa.int64())}
-        for name in _FIELDS:
+        for name in FIELDS:
             data[name] = pa.array(decode_fixed(table.column(name)))
         out = pa.table(data, schema=BAR_SCHEMA)
         pp = meta.get(b"price_precision")
@@ -154,12 +123,12 @@ class ParquetBarSource(BarSource):
             def bound(v: int) -> Any:
                 return pa.scalar(v, pa.timestamp("ns", ts_type.tz)).cast(ts_type)
 
-            table = _scan(dataset, cols.timestamp, span, shift, request.step_ns, bound)
+            table = scan(dataset, cols.timestamp, span, shift, request.step_ns, bound)
         else:  # no safe pushdown for other layouts: filter after parsing
             table = dataset.to_table()
         ts = to_epoch_ns(table.column(cols.timestamp), "auto", self.config.timezone)
         data: dict[str, Any] = {"ts": ts}
-        for key in _FIELDS:
+        for key in FIELDS:
             name = getattr(cols, key)
             if key == "volume" and (name is None or name not in names):
                 data[key] = pa.array(np.zeros(table.num_rows))
@@ -167,38 +136,4 @@ class ParquetBarSource(BarSource):
                 data[key] = pc.cast(table.column(name), pa.float64())
         out = pa.table(data, schema=BAR_SCHEMA)
         out = out.filter(in_span(out.column("ts"), span, shift, request.step_ns))
-        return SourceResult(_newest(out, span.limit), timestamp_is=edge)
-
-
-def _scan(
-    dataset: ds.Dataset, column: str, span: Span, shift: int, step: int, bound: Any
-) -> pa.Table:
-    field = ds.field(column)
-    # Timestamps label `open + shift`; a bar is wanted when open >= start and open + step <= end.
-    upper = field <= bound(span.end - step + shift)
-    if span.start is not None:
-        return dataset.to_table(filter=upper & (field >= bound(span.start + shift)))
-    if span.limit is None:
-        return dataset.to_table(filter=upper)
-    # Count mode: widen the window backwards until it holds `limit` rows or the data ends.
-    width = max(span.limit, 1) * step * 2
-    while True:
-        lower = span.end - width
-        table = dataset.to_table(filter=upper & (field >= bound(max(lower + shift, 0))))
-        if table.num_rows >= span.limit or lower <= 0:
-            break
-        older = dataset.count_rows(filter=field < bound(max(lower + shift, 0)))
-        if older == 0:
-            break
-        width *= 4
-    return _newest(table, span.limit, column)
-
-
-def _newest(table: pa.Table, limit: int | None, column: str = "ts") -> pa.Table:
-    if limit is None or table.num_rows <= limit:
-        return table
-    ts = table.column(column)
-    unparsed = table.filter(pc.is_null(ts))
-    valid = table.filter(pc.is_valid(ts))
-    valid = valid.take(pc.sort_indices(valid, sort_keys=[(column, "ascending")]))
-    return pa.concat_tables([unparsed, valid.slice(max(0, valid.num_rows - limit))])
+        return SourceResult(newest(out, span.limit), timestamp_is=edge)

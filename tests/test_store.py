@@ -1,0 +1,204 @@
+"""The write-through store: fill, incremental tail, offline start, holes, crash safety, two writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from nautilus_backfill import Backfill
+from nautilus_backfill.config import config_from_dict
+from nautilus_backfill.store import BarStore
+from nautilus_trader.model.data import BarType
+
+pytest.importorskip("ibapi", reason="the store tests use the IB simulator")
+import storework
+from ibsim import IBSimulator, Scenario
+
+EURUSD = "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
+AAPL = "AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL"
+T = 1_735_810_800  # 2025-01-02T09:40:00Z, a Thursday
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _run(registry, store, requests, sources):
+    doc = {"backfill": {"store": str(store), "requests": requests, "sources": sources, "deadline": "20s"}}
+    result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    for r in result.report.requests:
+        assert r.accounted(), r.to_dict()
+    return result
+
+
+@pytest.fixture
+def sim(shared):
+    s = IBSimulator(Scenario(), recordings=shared / "ib")
+    s.start()
+    yield s
+    s.stop()
+
+
+def _ib(sim):
+    return {"name": "ib", "plugin": "ib", "port": sim.port, "timeout": "5s", "connect_timeout": "1s"}
+
+
+def test_first_run_fills_second_asks_only_the_tail_third_runs_offline(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    reqs = [{"bar_type": EURUSD, "bars": 200, "end": _iso(T)}, {"bar_type": AAPL, "bars": 200, "end": "2021-01-05T21:00:00Z"}]
+    first = _run(registry, store, reqs, [_ib(sim)])
+    assert [r.stored for r in first.report.requests] == [200, 200]
+    assert [r.sources[0].status for r in first.report.requests] == ["empty", "empty"]
+    assert len(sim.requests) == 2
+
+    # A few minutes later: only the tail is asked for, one small request per bar type.
+    sim.requests.clear()
+    later = [dict(reqs[0], end=_iso(T + 300)), dict(reqs[1], end="2021-01-05T21:05:00Z")]
+    second = _run(registry, store, later, [_ib(sim)])
+    assert [(r.symbol, r.duration) for r in sim.requests] == [("EUR.USD", "300 S"), ("AAPL", "300 S")] or \
+        sorted((r.symbol, r.duration) for r in sim.requests) == [("AAPL", "300 S"), ("EUR.USD", "300 S")]
+    eur = second.report.requests[0]
+    assert eur.injected == 200 and eur.sources[0].used == 195 and eur.sources[1].used == 5
+    assert eur.stored == 5
+
+    # IB down: the store alone gives the warm start.
+    sim.stop()
+    third = _run(registry, store, later, [_ib(sim)])
+    eur = third.report.requests[0]
+    assert eur.injected == 200 and eur.sources[0].used == 200 and eur.sources[1].status == "not_needed"
+    assert third.bars[BarType.from_str(EURUSD)][-1].ts_init == (T + 300) * 10**9
+
+
+def test_store_without_sources_serves_alone_and_nautilus_reads_it(registry, sim, tmp_path):
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    store = tmp_path / "store"
+    _run(registry, store, [{"bar_type": EURUSD, "bars": 300, "end": _iso(T)}], [_ib(sim)])
+    doc = {"backfill": {"store": str(store), "requests": [{"bar_type": EURUSD, "bars": 100, "end": _iso(T)}]}}
+    result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    ours = result.bars[BarType.from_str(EURUSD)]
+    assert len(ours) == 100 and result.report.requests[0].sources[0].name == "store"
+    theirs = ParquetDataCatalog(str(store)).bars(bar_types=[EURUSD])
+    assert len(theirs) == 300 and theirs[-100:] == ours
+    assert [b.ts_init for b in theirs[-100:]] == [b.ts_init for b in ours]
+
+
+def test_sessions_without_bars_are_remembered_and_not_asked_again(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    # A weekend and two nights of AAPL regular-hours bars: mostly empty time.
+    window = {"bar_type": "AAPL.NASDAQ-5-MINUTE-LAST-EXTERNAL", "start": "2024-03-01T00:00:00Z",
+              "end": "2024-03-05T00:00:00Z"}
+    first = _run(registry, store, [window], [_ib(sim)])
+    asked = len(sim.requests)
+    assert asked >= 1 and first.report.requests[0].injected == 2 * 78  # Fri and Mon sessions
+    sim.requests.clear()
+    second = _run(registry, store, [window], [_ib(sim)])
+    assert sim.requests == []
+    assert second.report.requests[0].injected == 156 and second.report.requests[0].sources[1].status == "not_needed"
+    info = BarStore(str(store)).info()[0]
+    assert info["bars"] == 156 and info["holes"] == []
+
+
+def test_a_hole_inside_the_window_is_filled_and_files_stay_disjoint(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    _run(registry, store, [{"bar_type": EURUSD, "start": _iso(T - 7200), "end": _iso(T - 3600)}], [_ib(sim)])
+    _run(registry, store, [{"bar_type": EURUSD, "start": _iso(T - 1800), "end": _iso(T)}], [_ib(sim)])
+    sim.requests.clear()
+    result = _run(registry, store, [{"bar_type": EURUSD, "start": _iso(T - 7200), "end": _iso(T)}], [_ib(sim)])
+    assert [(r.duration, r.end) for r in sim.requests] == [("1800 S", time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(T - 1800)))]
+    assert result.report.requests[0].injected == 120
+    bs = BarStore(str(store))
+    assert bs.verify() == [] and len(bs.files(EURUSD)) == 3  # disjoint intervals, as the catalog wants
+
+
+def test_retention_trims_old_bars(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    now = int(time.time()) // 60 * 60
+    doc = {"backfill": {"store": str(store), "keep": "1h", "sources": [_ib(sim)],
+                        "requests": [{"bar_type": EURUSD, "start": _iso(now - 3 * 3600), "end": _iso(now - 60)}]}}
+    result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    assert result.report.requests[0].stored == 179
+    info = BarStore(str(store)).info()[0]
+    assert 58 <= info["bars"] <= 60
+
+
+def test_store_cli_info_and_verify(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    _run(registry, store, [{"bar_type": EURUSD, "bars": 50, "end": _iso(T)}], [_ib(sim)])
+    exe = [sys.executable, "-m", "nautilus_backfill.cli", "store"]
+    info = subprocess.run([*exe, "info", str(store), "--json"], capture_output=True, text=True)
+    rows = json.loads(info.stdout)
+    assert rows[0]["bar_type"] == "EURUSD.IDEALPRO-1-MINUTE-MID-EXTERNAL" and rows[0]["bars"] == 50
+    ok = subprocess.run([*exe, "verify", str(store)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "0 problem(s)" in ok.stdout
+    victim = BarStore(str(store)).files(EURUSD)[0].path
+    with open(victim, "r+b") as f:
+        f.truncate(100)
+    bad = subprocess.run([*exe, "verify", str(store)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unreadable" in bad.stdout and "Traceback" not in bad.stderr
+
+
+# -- crash safety and concurrency (the workers live in storework.py) ---------------------------
+
+
+class Launcher:
+    """A process, started once, that forks store writers on request (forking is then cheap
+    and safe: the launcher has a single thread, unlike the test process)."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, storework.__file__, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, cwd=os.path.dirname(storework.__file__),
+        )
+
+    def ask(self, line: str) -> int:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def test_killed_writers_never_leave_an_unreadable_store(tmp_path):
+    runs = int(os.environ.get("NB_KILL_RUNS", "200"))
+    url = str(tmp_path / "store")
+    rng = random.Random(1)
+    launcher = Launcher(url)
+    debris = 0
+    try:
+        for i in range(runs):
+            pid = launcher.ask(f"writer {i}")
+            time.sleep(rng.uniform(0.0, 0.03))
+            os.kill(pid, signal.SIGKILL)  # at whatever point the writer has reached
+            status = launcher.ask(f"reap {pid}")
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            debris += len(BarStore(url).debris()) > 0
+            storework.check(url)
+    finally:
+        launcher.close()
+    print(f"\n{runs} kills, {debris} left debris, {storework.check(url)} bars stored")
+    assert storework.check(url) > 0  # the writers did write
+    # Kills did land mid-write: temporary or superseded files were left behind, and readable.
+    assert debris > 0 or runs < 50
+    # The next write sweeps what the kills left.
+    storework.writer(url, -1, 1)
+    assert BarStore(url).debris() == []
+
+
+def test_two_writers_at_once_lose_nothing(tmp_path):
+    url = str(tmp_path / "store")
+    launcher = Launcher(url)
+    try:
+        pids = [launcher.ask(f"blocks {seed}") for seed in (1, 2)]
+        assert [launcher.ask(f"reap {pid}") for pid in pids] == [0, 0]
+    finally:
+        launcher.close()
+    assert storework.check(url) == 3000  # the union of both writers' bars, each once
