@@ -209,7 +209,9 @@ def store_verify(url: str) -> None:
     except (BackfillError, OSError) as e:
         _fail(f"{url}: {e}")
     for path in debris:
-        click.echo(f"note: {path}: left by an interrupted write; skipped, removed on the next write")
+        click.echo(
+            f"note: {path}: left by an interrupted write; skipped, removed on the next write"
+        )
     for p in problems:
         click.echo(p)
     click.echo(f"{url}: {files} file(s) checked, {len(problems)} problem(s)")

@@ -39,6 +39,36 @@ def template_fields(bar_type: BarType) -> dict[str, str]:
     }
 
 
+def fill_template(path: str, bar_type: BarType) -> str:
+    """
+    Fill a path template's fields for a bar type.
+
+    Parameters
+    ----------
+    path : str
+        The template.
+    bar_type : BarType
+        Fills it.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    SourceError
+        If the template names an unknown field.
+
+    """
+    try:
+        return path.format(**template_fields(bar_type))
+    except (KeyError, IndexError) as e:
+        allowed = ", ".join(f"{{{k}}}" for k in template_fields(bar_type))
+        raise SourceError(
+            f"path template '{path}' uses unknown field {e} (allowed: {allowed})"
+        ) from None
+
+
 def expand(path: str, bar_type: BarType) -> list[str]:
     """
     Expand a template and glob into the sorted list of existing files.
@@ -60,13 +90,7 @@ def expand(path: str, bar_type: BarType) -> list[str]:
         If the template names an unknown field.
 
     """
-    try:
-        filled = path.format(**template_fields(bar_type))
-    except (KeyError, IndexError) as e:
-        allowed = ", ".join(f"{{{k}}}" for k in template_fields(bar_type))
-        raise SourceError(
-            f"path template '{path}' uses unknown field {e} (allowed: {allowed})"
-        ) from None
+    filled = fill_template(path, bar_type)
     if any(ch in filled for ch in "*?["):
         return sorted(glob.glob(filled, recursive=True))
     return [filled] if Path(filled).exists() else []

@@ -86,7 +86,7 @@ def test_plain_parquet_missing_column_is_named(run, tmp_path):
 
 def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
     import pyarrow.dataset as ds
-    from nautilus_backfill.plugins.parquet.source import _scan
+    from nautilus_backfill.catalogfmt import scan
     from nautilus_backfill.source import Span
 
     path = _plain(tmp_path, n=100_000, row_group=1000)
@@ -97,6 +97,6 @@ def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
     def bound(v):
         return pa.scalar(v, pa.timestamp("ns", "UTC")).cast(dataset.schema.field("time").type)
 
-    table = _scan(dataset, "time", Span(None, end, 50), 0, step, bound)
+    table = scan(dataset, "time", Span(None, end, 50), 0, step, bound)
     assert table.num_rows == 50
     assert table.column("c")[-1].as_py() == pytest.approx(100 + 99_999 / 100)

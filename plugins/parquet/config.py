@@ -43,6 +43,8 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
         Plain layout: the zone of naive timestamps.
     columns : ParquetColumns, optional
         Plain layout: column names.
+    storage_options : dict, optional
+        fsspec options when `path` is a URL (``s3://...``): ``endpoint_url``, ``key``, ...
 
     """
 
@@ -52,6 +54,7 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
     timestamp_is: str | None = None
     timezone: str = "UTC"
     columns: ParquetColumns | None = None
+    storage_options: dict[str, str | int | float | bool] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from typing import Any, ClassVar
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from nautilus_backfill.catalogfmt import FIELDS, decode_fixed, newest, scan
 from nautilus_backfill.errors import SourceError
-from nautilus_backfill.paths import expand
+from nautilus_backfill.paths import fill_template
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
 from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
 from nautilus_backfill.timestamps import to_epoch_ns
@@ -42,12 +41,12 @@ class ParquetBarSource(BarSource):
         SourceResult
 
         """
-        files, catalog = self._files(request)
+        files, catalog, fs = self._files(request)
         if not files:
             raise SourceError(
                 f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
             )
-        dataset = ds.dataset(files, format="parquet")
+        dataset = ds.dataset(files, format="parquet", filesystem=fs)
         meta = dataset.schema.metadata or {}
         is_catalog = self.config.layout == "catalog" or (
             self.config.layout == "auto" and (catalog or b"bar_type" in meta)
@@ -56,26 +55,29 @@ class ParquetBarSource(BarSource):
             return self._catalog(dataset, meta, request, span)
         return self._plain(dataset, request, span)
 
-    def _files(self, request: BarRequest) -> tuple[list[str], bool]:
-        root = self.context.resolve(self.config.path)
-        bar_dir = os.path.join(root, "data", "bar")
-        if os.path.isdir(bar_dir):
+    def _files(self, request: BarRequest) -> tuple[list[str], bool, Any]:
+        path = self.config.path
+        if "://" in path:  # an fsspec URL: s3://, gs://, memory://, ...
+            fs, root = fsspec.core.url_to_fs(path, **dict(self.config.storage_options or {}))
+        else:
+            fs, root = fsspec.filesystem("file"), str(self.context.resolve(path))
+        bar_dir = f"{root.rstrip('/')}/data/bar"
+        if fs.isdir(bar_dir):
             # The catalog names folders after the bar type without "/" (EURUSD.SIM-...).
             wanted = str(request.bar_type).replace("/", "")
-            for name in sorted(os.listdir(bar_dir)):
-                if name.replace("/", "") == wanted:
-                    return sorted(
-                        glob.glob(os.path.join(bar_dir, name, "**", "*.parquet"), recursive=True)
-                    ), True
-            return [], True
-        files = expand(root, request.bar_type)
+            for folder in sorted(fs.ls(bar_dir, detail=False)):
+                if folder.rstrip("/").split("/")[-1] == wanted:
+                    return sorted(fs.glob(f"{folder.rstrip('/')}/**/*.parquet")), True, fs
+            return [], True, fs
+        filled = fill_template(root, request.bar_type)
+        found = fs.glob(filled) if any(ch in filled for ch in "*?[") else [filled]
         out: list[str] = []
-        for f in files:
-            if os.path.isdir(f):
-                out.extend(sorted(glob.glob(os.path.join(f, "**", "*.parquet"), recursive=True)))
-            else:
+        for f in sorted(found):
+            if fs.isdir(f):
+                out.extend(sorted(fs.glob(f"{f.rstrip('/')}/**/*.parquet")))
+            elif fs.exists(f):
                 out.append(f)
-        return out, False
+        return out, False, fs
 
     def _catalog(
         self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span
