@@ -174,7 +174,7 @@ class Backfill:
             )
             instruments.extend(found)
             if store is not None:
-                self._write_through(req, store, layered, precision, report)
+                self._write_through(req, store, layered, precision, report, found)
             results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
             if on_request_done is not None:
                 on_request_done(report)
@@ -394,6 +394,7 @@ class Backfill:
         layered: Layered,
         precision: _Precision,
         report: RequestReport,
+        instruments: list[Any],
     ) -> None:
         # What the sources (not the store) returned and validated, never a bar still forming.
         fresh = layered.origin != 0
@@ -417,6 +418,9 @@ class Backfill:
             if self.config.keep is not None:
                 cutoff = now_ns() - int(parse_duration(self.config.keep) * 1e9)
                 store.store.trim(str(req.bar_type), req.step_ns, cutoff)
+            store.store.write_instruments(
+                [i for i in instruments if i.id == req.bar_type.instrument_id]
+            )
         except Exception as e:  # a store that cannot be written must not cost the warm start
             report.examples.append(f"store: not written: {type(e).__name__}: {e}")
 

@@ -102,6 +102,7 @@ class BarStore:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
+        self.options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -333,6 +334,50 @@ class BarStore:
                 )
         return removed
 
+    # -- instruments ---------------------------------------------------------------------------
+
+    def _catalog(self) -> Any:
+        from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+        if self.local:
+            return ParquetDataCatalog(self.root)
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return ParquetDataCatalog(
+            self.root, fs_protocol=protocol, fs_storage_options=self.options or None
+        )
+
+    def write_instruments(self, instruments: list[Any]) -> int:
+        """
+        Store instruments not stored yet, in the catalog's own layout.
+
+        Returns
+        -------
+        int
+            The number written.
+
+        """
+        catalog = self._catalog()
+        written = 0
+        for instrument in instruments:
+            folder = catalog._make_path(type(instrument), str(instrument.id))
+            self.fs.makedirs(folder, exist_ok=True)
+            with self._lock(folder):
+                if self.fs.glob(f"{folder}/*.parquet"):
+                    continue
+                table = catalog._objects_to_table([instrument], type(instrument))
+                stamp = _file_stamp(instrument.ts_init)
+                self._put_table(f"{folder}/{stamp}_{stamp}.parquet", table)
+                written += 1
+        return written
+
+    def instrument(self, instrument_id: str) -> Any:
+        """Return the stored instrument with this id, or None."""
+        try:
+            found = self._catalog().instruments(instrument_ids=[instrument_id])
+        except Exception:  # no instruments stored yet, or none of this type
+            return None
+        return found[-1] if found else None
+
     # -- atomic puts ---------------------------------------------------------------------------
 
     def _put_table(self, path: str, table: pa.Table) -> None:
@@ -509,11 +554,13 @@ class StoreSource(BarSource):
 
         """
         table, pp, sp = self.store.read(str(request.bar_type), request.step_ns, span)
+        instrument = self.store.instrument(str(request.bar_type.instrument_id))
         return SourceResult(
             table,
             timestamp_is="open",
             price_precision=pp if pp >= 0 else None,
             size_precision=sp if sp >= 0 else None,
+            instruments=[instrument] if instrument is not None else [],
         )
 
     def answered(self, request: BarRequest) -> P.Interval:

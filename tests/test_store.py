@@ -73,6 +73,8 @@ def test_first_run_fills_second_asks_only_the_tail_third_runs_offline(registry, 
     eur = third.report.requests[0]
     assert eur.injected == 200 and eur.sources[0].used == 200 and eur.sources[1].status == "not_needed"
     assert third.bars[BarType.from_str(EURUSD)][-1].ts_init == (T + 300) * 10**9
+    # The instruments IB resolved were stored too: the offline start has them for the cache.
+    assert {str(i.id): i.price_precision for i in third.instruments} == {"EUR/USD.IDEALPRO": 5, "AAPL.NASDAQ": 2}
 
 
 def test_store_without_sources_serves_alone_and_nautilus_reads_it(registry, sim, tmp_path):
