@@ -323,8 +323,8 @@ class Backfill:
                     break
                 if isinstance(source, StoreSource):
                     layered.coverage |= source.answered(req)
-                else:
-                    layered.answered |= _answered(span, result)
+                elif attempt.status != "invalid" and report.error is None:
+                    layered.answered |= _answered(span, result, req.step_ns)
             attempt.elapsed_s += time.monotonic() - started
             if attempt.status == "not_needed":
                 attempt.status = "ok" if attempt.received else "empty"
@@ -465,17 +465,19 @@ class Backfill:
         return out
 
 
-def _answered(span: Span, result: SourceResult) -> P.Interval:
-    # The time a source answered for, bars or none, to be remembered by the store.
+def _answered(span: Span, result: SourceResult, step: int) -> P.Interval:
+    # The time a source answered for, bars or none, for the store to remember. It ends at the
+    # last whole bar: the bar still forming at `span.end` must be asked for again next time.
+    end = span.end - span.end % step
     if span.start is not None:
-        return P.closedopen(span.start, span.end)
+        return P.closedopen(span.start, end) if end > span.start else P.empty()
+    if result.timestamp_is == "close":
+        return P.empty()  # count-mode answers from close-stamped sources: not worth the care
     ts = result.table.column("ts")
     if not len(ts) or ts.null_count == len(ts):
         return P.empty()
     first = int(pc.min(ts).as_py())
-    if result.timestamp_is == "close":
-        return P.empty()  # count-mode answers from close-stamped sources: too rare to be worth it
-    return P.closedopen(first, span.end)
+    return P.closedopen(first, end) if end > first else P.empty()
 
 
 def _precision(req: BarRequest, cfg: BarRequestConfig, cache: Any) -> _Precision:

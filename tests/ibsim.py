@@ -406,7 +406,7 @@ class IBSimulator:
             forming = t + step > now
             if forming and not self.scenario.forming_bar:
                 break
-            if t >= start - step + 1 and (not req.use_rth or _in_rth(c, t)):
+            if t >= start - step + 1 and (daily or not req.use_rth or _in_rth(c, t)):
                 if recorded is not None and span[0] <= t <= span[1]:
                     bar = recorded.get(int(t))
                 else:

@@ -175,3 +175,13 @@ def test_200_requests_of_5_second_bars_across_10_instruments_without_a_pacing_vi
     # 60 requests per (scaled) 10 minutes: 200 requests need at least 3 full windows.
     assert elapsed >= 3 * 600 * scale
     print(f"\n200 requests in {elapsed:.2f}s, max open {sim.max_open}")
+
+
+def test_daily_bars_come_dated_yyyymmdd_and_land_on_utc_midnight(registry, simulator):
+    sim = simulator()
+    result, _ = _fetch(registry, [{"bar_type": "AAPL.NASDAQ-1-DAY-LAST-EXTERNAL", "bars": 20,
+                                   "end": "2024-03-05T00:00:00Z"}], [_ib(sim)])
+    bars = result.bars[next(iter(result.bars))]
+    assert len(bars) == 20 and [(r.bar_size, r.duration, r.format_date) for r in sim.requests] == [("1 day", "20 D", 1)]
+    assert bars[-1].ts_event == 1709510400 * 10**9  # 2024-03-04T00:00:00Z, the last complete day
+    assert all(b.ts_event % (86400 * 10**9) == 0 for b in bars)

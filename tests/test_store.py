@@ -204,3 +204,13 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
     finally:
         launcher.close()
     assert storework.check(url) == 3000  # the union of both writers' bars, each once
+
+
+def test_the_bar_still_forming_at_the_end_is_asked_for_next_time(registry, sim, tmp_path):
+    store = tmp_path / "store"
+    _run(registry, store, [{"bar_type": EURUSD, "bars": 50, "end": _iso(T + 30)}], [_ib(sim)])  # mid-bar end
+    result = _run(registry, store, [{"bar_type": EURUSD, "bars": 50, "end": _iso(T + 120)}], [_ib(sim)])
+    bars = result.bars[BarType.from_str(EURUSD)]
+    opens = [b.ts_event // 10**9 for b in bars]
+    assert len(bars) == 50 and opens[-3:] == [T - 60, T, T + 60]  # the bar that was forming is there
+    assert BarStore(str(store)).info()[0]["holes"] == []
