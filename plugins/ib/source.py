@@ -35,6 +35,7 @@ WHAT_TO_SHOW = {
 # How far back count mode looks for enough bars (nights, weekends, holidays) before it stops.
 COUNT_LOOKBACK_FACTOR = 8
 COUNT_LOOKBACK_MIN_S = 10 * DAY
+COUNT_EXTRA_CHUNKS = 60  # one pacing window's worth, for small bars across a long weekend
 
 
 class IBBarSource(BarSource):
@@ -190,7 +191,9 @@ class IBBarSource(BarSource):
         start = first[-1].start_s
         lookback = max(COUNT_LOOKBACK_FACTOR * limit * step_s, COUNT_LOOKBACK_MIN_S)
         longest = max_duration_s(step_s)
-        while end_s - start < lookback:
+        for _ in range(COUNT_EXTRA_CHUNKS):
+            if end_s - start >= lookback:
+                break
             yield Chunk(start, longest)
             start -= longest
 
