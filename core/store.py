@@ -64,6 +64,10 @@ def _file_stamp(ns: int) -> str:
     return format_iso(ns).replace(":", "-").replace(".", "-")
 
 
+def _file_name(first_ts_init: int, last_ts_init: int) -> str:
+    return f"{_file_stamp(first_ts_init)}_{_file_stamp(last_ts_init)}.parquet"
+
+
 def format_iso(ns: int) -> str:
     """Return ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` for UNIX nanoseconds."""
     seconds, nanos = divmod(int(ns), 1_000_000_000)
@@ -242,8 +246,7 @@ class BarStore:
                 written = self._merge_in(
                     bar_type, step_ns, ts_open, values, price_precision, size_precision
                 )
-            known = self.answered(bar_type) | answered
-            self._put_json(f"{folder}/{META}", {"answered": [[i.lower, i.upper] for i in known]})
+            self._save_answered(folder, self.answered(bar_type) | answered)
         return written
 
     def _merge_in(
@@ -280,7 +283,7 @@ class BarStore:
             for i in range(5)
         ]
         columns += [pa.array(all_ts - step_ns, pa.uint64()), pa.array(all_ts, pa.uint64())]
-        name = f"{_file_stamp(int(all_ts[0]))}_{_file_stamp(int(all_ts[-1]))}.parquet"
+        name = _file_name(int(all_ts[0]), int(all_ts[-1]))
         self._put_table(
             f"{self.folder(bar_type)}/{name}", pa.Table.from_arrays(columns, schema=schema)
         )
@@ -324,13 +327,12 @@ class BarStore:
                     removed += table.num_rows - keep.num_rows
                     if keep.num_rows:
                         ts = keep.column("ts_init").to_numpy()
-                        name = f"{_file_stamp(int(ts[0]))}_{_file_stamp(int(ts[-1]))}.parquet"
+                        name = _file_name(int(ts[0]), int(ts[-1]))
                         self._put_table(f"{folder}/{name}", keep)
                     self.fs.rm(f.path)
-            known = self.answered(bar_type) - P.closedopen(-P.inf, before_ns)
             if self.fs.exists(f"{folder}/{META}"):
-                self._put_json(
-                    f"{folder}/{META}", {"answered": [[i.lower, i.upper] for i in known]}
+                self._save_answered(
+                    folder, self.answered(bar_type) - P.closedopen(-P.inf, before_ns)
                 )
         return removed
 
@@ -365,8 +367,8 @@ class BarStore:
                 if self.fs.glob(f"{folder}/*.parquet"):
                     continue
                 table = catalog._objects_to_table([instrument], type(instrument))
-                stamp = _file_stamp(instrument.ts_init)
-                self._put_table(f"{folder}/{stamp}_{stamp}.parquet", table)
+                name = _file_name(instrument.ts_init, instrument.ts_init)
+                self._put_table(f"{folder}/{name}", table)
                 written += 1
         return written
 
@@ -393,6 +395,9 @@ class BarStore:
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
             self.fs.pipe_file(path, sink.getvalue().to_pybytes())  # one PUT: all or nothing
+
+    def _save_answered(self, folder: str, known: P.Interval) -> None:
+        self._put_json(f"{folder}/{META}", {"answered": [[i.lower, i.upper] for i in known]})
 
     def _put_json(self, path: str, doc: dict[str, Any]) -> None:
         data = json.dumps(doc).encode()
