@@ -136,6 +136,24 @@ def nautilus_bar_schema(bar_type: str, price_precision: int, size_precision: int
     return pa.schema(fields, metadata=meta)
 
 
+def _times_pow10_128(units: np.ndarray, factor: int) -> np.ndarray:
+    # units * factor as little-endian 128-bit two's complement, in 32-bit limbs of uint64
+    # arithmetic (|units| < 2**53 and factor <= 10**16 < 2**54, so nothing is lost).
+    a = np.abs(units).astype(np.uint64)
+    a_lo, a_hi = a & np.uint64(0xFFFFFFFF), a >> np.uint64(32)
+    m_lo, m_hi = np.uint64(factor & 0xFFFFFFFF), np.uint64(factor >> 32)
+    mid = a_lo * m_hi + a_hi * m_lo
+    p0 = a_lo * m_lo
+    lo = p0 + ((mid & np.uint64(0xFFFFFFFF)) << np.uint64(32))
+    hi = a_hi * m_hi + (mid >> np.uint64(32)) + (lo < p0).astype(np.uint64)
+    negative = units < 0
+    neg_lo = ~lo + np.uint64(1)
+    neg_hi = ~hi + (neg_lo == 0).astype(np.uint64)
+    lo = np.where(negative, neg_lo, lo)
+    hi = np.where(negative, neg_hi, hi)
+    return np.stack([lo, hi], axis=1).astype("<u8", copy=False)
+
+
 def encode_fixed(values: np.ndarray, precision: int, width: int) -> pa.Array:
     """
     Encode floats as NautilusTrader fixed-point values of `precision` decimals.
@@ -155,23 +173,12 @@ def encode_fixed(values: np.ndarray, precision: int, width: int) -> pa.Array:
         ``fixed_size_binary[width]``.
 
     """
-    scale_exp = 9 if width == 8 else 16
     units = np.rint(values * 10.0**precision).astype(np.int64)
-    factor = 10 ** (scale_exp - precision)
-    if units.size and int(np.abs(units).max()) * factor >= 2**63:
-        # Beyond int64 (prices above ~922 in 128-bit builds): exact Python integers.
-        raw = b"".join(
-            int(u * factor).to_bytes(width, "little", signed=True) for u in units.tolist()
-        )
+    raw: np.ndarray
+    if width == 8:
+        raw = (units * 10 ** (9 - precision)).astype("<i8", copy=False)
     else:
-        low = units * factor
-        if width == 8:
-            raw = low.astype("<i8").tobytes()
-        else:
-            pairs = np.empty((len(low), 2), dtype="<i8")
-            pairs[:, 0] = low
-            pairs[:, 1] = np.where(low < 0, -1, 0)
-            raw = pairs.tobytes()
+        raw = _times_pow10_128(units, 10 ** (16 - precision))
     return pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(width), len(values), [None, pa.py_buffer(raw)]
     )

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
@@ -214,3 +215,18 @@ def test_the_bar_still_forming_at_the_end_is_asked_for_next_time(registry, sim, 
     opens = [b.ts_event // 10**9 for b in bars]
     assert len(bars) == 50 and opens[-3:] == [T - 60, T, T + 60]  # the bar that was forming is there
     assert BarStore(str(store)).info()[0]["holes"] == []
+
+
+def test_fixed_point_encoding_is_exact_beyond_int64():
+    # 128-bit builds scale by 10**16: a volume of 10**7 is far past int64 once scaled.
+    from nautilus_backfill.catalogfmt import decode_fixed, encode_fixed
+
+    rng = np.random.default_rng(5)
+    for precision in (0, 2, 5, 9):
+        for width, scale, bound in ((16, 16, 1e7), (8, 9, 9e3)):
+            values = np.round(rng.uniform(-bound, bound, 2000), precision)
+            arr = encode_fixed(values, precision, width)
+            raw = arr.buffers()[1].to_pybytes()
+            got = [int.from_bytes(raw[i * width:(i + 1) * width], "little", signed=True) for i in range(len(values))]
+            assert got == [round(v * 10**precision) * 10 ** (scale - precision) for v in values]
+            assert np.allclose(decode_fixed(arr), values, rtol=1e-12, atol=0)

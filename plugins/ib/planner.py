@@ -122,6 +122,10 @@ def bar_size_setting(step_s: int) -> str:
     try:
         return BAR_SIZES[step_s]
     except KeyError:
+        if step_s == 7 * DAY:
+            raise ValueError(
+                "weekly IB bars are not supported yet (IB dates them by their last day)"
+            ) from None
         sizes = ", ".join(BAR_SIZES.values())
         raise ValueError(f"IB has no {step_s}-second bars (bar sizes: {sizes})") from None
 
