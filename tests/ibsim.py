@@ -396,7 +396,9 @@ class IBSimulator:
 
     def _bars(self, c: dict, req: HistRequest, step: int, start: float, end: float) -> list[tuple]:
         daily = step >= 86400
-        first = math.floor(start / step) * step
+        # Weekly bars run Monday to Sunday (the epoch was a Thursday: Mondays are 4 days on).
+        shift = 4 * 86400 if step == 7 * 86400 else 0
+        first = math.floor((start - shift) / step) * step + shift
         now = self.now()
         recorded = self.recorded.get(c["localSymbol"]) if step == 60 and req.what_to_show == "TRADES" else None
         span = (min(recorded) - 86400, max(recorded) + 86400) if recorded else (0, 0)
@@ -412,7 +414,9 @@ class IBSimulator:
                 else:
                     bar = _generate(c, req.what_to_show, step, t)
                 if bar is not None:
-                    date = datetime.fromtimestamp(t, UTC).strftime("%Y%m%d") if daily else str(int(t))
+                    # IB dates a weekly bar by its last trading day (Friday).
+                    dated = t + 4 * 86400 if shift else t
+                    date = datetime.fromtimestamp(dated, UTC).strftime("%Y%m%d") if daily else str(int(t))
                     out.append((date, *bar))
             if forming:
                 break

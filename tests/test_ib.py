@@ -185,3 +185,13 @@ def test_daily_bars_come_dated_yyyymmdd_and_land_on_utc_midnight(registry, simul
     assert len(bars) == 20 and [(r.bar_size, r.duration, r.format_date) for r in sim.requests] == [("1 day", "20 D", 1)]
     assert bars[-1].ts_event == 1709510400 * 10**9  # 2024-03-04T00:00:00Z, the last complete day
     assert all(b.ts_event % (86400 * 10**9) == 0 for b in bars)
+
+
+def test_weekly_bars_open_on_monday_as_the_adapter_dates_them(registry, simulator):
+    sim = simulator()
+    result, _ = _fetch(registry, [{"bar_type": "EUR/USD.IDEALPRO-1-WEEK-MID-EXTERNAL", "bars": 8,
+                                   "end": "2024-03-04T00:00:00Z"}], [_ib(sim)])
+    bars = result.bars[next(iter(result.bars))]
+    assert len(bars) == 8 and [r.bar_size for r in sim.requests] == ["1 week"]
+    assert bars[-1].ts_event == 1708905600 * 10**9  # Monday 2024-02-26, the last complete week
+    assert all(time.gmtime(b.ts_event // 10**9).tm_wday == 0 for b in bars)

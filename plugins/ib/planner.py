@@ -60,6 +60,7 @@ BAR_SIZES = {
     14400: "4 hours",
     28800: "8 hours",
     DAY: "1 day",
+    7 * DAY: "1 week",
 }
 
 
@@ -122,10 +123,6 @@ def bar_size_setting(step_s: int) -> str:
     try:
         return BAR_SIZES[step_s]
     except KeyError:
-        if step_s == 7 * DAY:
-            raise ValueError(
-                "weekly IB bars are not supported yet (IB dates them by their last day)"
-            ) from None
         sizes = ", ".join(BAR_SIZES.values())
         raise ValueError(f"IB has no {step_s}-second bars (bar sizes: {sizes})") from None
 

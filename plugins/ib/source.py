@@ -218,6 +218,7 @@ class IBBarSource(BarSource):
         key = (contract.conId, contract.exchange, what)
         cost = 2 if what == "BID_ASK" else 1
         daily = step_s >= DAY
+        weekly = step_s == 7 * DAY
         while True:
             self.limiter.acquire(ident, key, step_s, cost, deadline)
             req_id = conn.next_id()
@@ -234,7 +235,7 @@ class IBBarSource(BarSource):
                 )
                 self.requests_sent += 1
                 bars = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                return [_row(b, daily) for b in bars]
+                return [_row(b, daily, weekly) for b in bars]
             except TimeoutError:
                 conn.cancel(req_id)
                 raise SourceError(
@@ -248,8 +249,8 @@ class IBBarSource(BarSource):
                 if outcome == "retry":
                     continue
                 if outcome == "empty":
-                    return [_row(b, daily) for b in e.partial]
-                raise _Partial([_row(b, daily) for b in e.partial], outcome) from None
+                    return [_row(b, daily, weekly) for b in e.partial]
+                raise _Partial([_row(b, daily, weekly) for b in e.partial], outcome) from None
             finally:
                 self.limiter.release()
 
@@ -378,8 +379,12 @@ class _Partial(Exception):
         self.error = error
 
 
-def _row(bar: Any, daily: bool) -> tuple:
+def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
     ts = _utc_midnight(bar.date[:8]) if daily else int(bar.date)
+    if weekly:
+        # IB dates a weekly bar by its last day; it opens on that week's Monday, as the
+        # adapter's `_ib_bar_to_ts_event` has it.
+        ts -= time.gmtime(ts).tm_wday * 86_400
     volume = float(bar.volume)
     # IB sends -1 for the volume of quote bars; the adapter makes it 0.
     return ts, bar.open, bar.high, bar.low, bar.close, 0.0 if volume == -1 else volume
