@@ -156,7 +156,7 @@ class WarmUp:
 
     def watch(self, actor: Any) -> None:
         """
-        Record which bar types `actor` registers indicators for, from now on.
+        Record which indicators `actor` registers for which bar types, from now on.
 
         Parameters
         ----------
@@ -166,12 +166,12 @@ class WarmUp:
         """
         if _WATCHED in actor.__dict__:
             return
-        registered: list[BarType] = []
+        registered: list[tuple[BarType, Any]] = []
         original = actor.register_indicator_for_bars
 
         def register_indicator_for_bars(bar_type: BarType, indicator: Any) -> None:
             original(bar_type, indicator)
-            registered.append(bar_type)
+            registered.append((bar_type, indicator))
 
         actor.register_indicator_for_bars = register_indicator_for_bars
         actor.__dict__[_WATCHED] = registered
@@ -186,19 +186,33 @@ class WarmUp:
         return add_and_watch
 
     def _on_state(self, event: Any) -> None:
-        if event.state != ComponentState.STARTING:
-            return
         actor = self._actors.get(str(event.component_id))
         if actor is None:
             return
-        wanted = {bt.id_spec_key() for bt in actor.__dict__[_WATCHED]}
-        bar_types = [bt for key, bt in self._keys.items() if key in wanted]
-        if not bar_types:
+        registered = actor.__dict__[_WATCHED]
+        if event.state == ComponentState.READY:
+            registered.clear()  # reset() drops the actor's registrations; on_start makes new ones
             return
-        counts = {str(bt): warm_up(actor, bt) for bt in bar_types}
-        counts = {bt: n for bt, n in counts.items() if n}
-        if not counts:
+        if event.state != ComponentState.STARTING:
             return
-        self.fed[str(actor.id)] = counts
-        fed = ", ".join(f"{n} {bt}" for bt, n in counts.items())
-        self._log.info(f"warm-up: fed {fed} bars to {actor.id}")
+        counts = {}
+        for key, bar_type in self._keys.items():
+            indicators = [ind for bt, ind in registered if bt.id_spec_key() == key]
+            if not indicators:
+                continue
+            if any(ind.has_inputs for ind in indicators):
+                # A restart, or indicators warmed some other way: feeding again would count
+                # these bars twice.
+                if not all(ind.has_inputs for ind in indicators):
+                    self._log.warning(
+                        f"warm-up: {actor.id} has indicators for {bar_type} that already have "
+                        "inputs next to fresh ones; not fed, to count no bar twice",
+                    )
+                continue
+            n = warm_up(actor, bar_type)
+            if n:
+                counts[str(bar_type)] = n
+        if counts:
+            self.fed[str(actor.id)] = counts
+            fed = ", ".join(f"{n} {bt}" for bt, n in counts.items())
+            self._log.info(f"warm-up: fed {fed} bars to {actor.id}")

@@ -220,3 +220,28 @@ def test_bar_capacity_in_a_node(tmp_path, registry, data, on_capacity):
     else:
         assert report.injected == 50 and report.dropped == {"over_capacity": 150}
         assert len(strategy.historical) == 50 and strategy.live[0]["slow_count"] == 51
+
+
+def test_restart_and_reset_never_feed_an_indicator_twice(tmp_path, registry, data):
+    node = _node(tmp_path)
+    strategy = EMACrossSignal(EMACrossSignalConfig(bar_type=EUR))
+    node.trader.add_strategy(strategy)
+    try:
+        _backfill(registry, tmp_path, [CSV]).inject(node)
+        strategy.start()  # the node would do this in run(); no live bar is needed here
+        assert strategy.slow_ema.count == BACKFILL
+        strategy.stop()
+        strategy.start()  # a restart keeps its indicators: feeding them again would count twice
+        assert strategy.slow_ema.count == BACKFILL and len(strategy.historical) == BACKFILL
+        strategy.stop()
+        strategy.reset()  # reset() keeps indicator state unless on_reset resets them: no refeed
+        strategy.start()
+        assert strategy.slow_ema.count == BACKFILL and len(strategy.historical) == BACKFILL
+        strategy.stop()
+        strategy.reset()
+        strategy.fast_ema.reset()  # as an on_reset that resets its indicators would
+        strategy.slow_ema.reset()
+        strategy.start()  # fresh indicators: warmed up again
+        assert strategy.slow_ema.count == BACKFILL and len(strategy.historical) == 2 * BACKFILL
+    finally:
+        node.dispose()
