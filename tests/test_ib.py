@@ -64,6 +64,8 @@ def test_200_bars_for_a_stock_and_a_forex_pair_in_one_request_each(registry, sim
     assert aapl[-1].ts_event == 1609880340 * 10**9 and aapl[-1].ts_init == 1609880400 * 10**9
     assert {str(i.id) for i in result.instruments} == {"AAPL.NASDAQ", "EUR/USD.IDEALPRO"}
     assert {i.price_precision for i in result.instruments} == {2, 5}
+    notes = [e for r in result.report.requests for e in r.examples]
+    assert any("IB message 2104: Market data farm connection is OK" in n for n in notes)  # every code
     assert _ib_threads() == []
 
 

@@ -70,6 +70,7 @@ class IBBarSource(BarSource):
         self._conn_error: SourceError | None = None
         self._lock = threading.Lock()
         self._resolved: dict[Any, tuple[Any, Any, int]] = {}
+        self._notices_seen = 0
         self.requests_sent = 0
 
     # -- connection ----------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class IBBarSource(BarSource):
             if not rows:
                 raise p.error from None
             failure = p.error
+        notes.extend(self._new_notices(conn))
         table = self._table(rows, step_s, magnifier)
         now_ns = time.time_ns()
         forming = pa.compute.greater(pa.compute.add(table["ts"], request.step_ns), now_ns)
@@ -196,6 +198,13 @@ class IBBarSource(BarSource):
                 break
             yield Chunk(start, longest)
             start -= longest
+
+    def _new_notices(self, conn: Any) -> list[str]:
+        # Every code TWS sent reaches the report once: farm status, warnings, stray errors.
+        with self._lock:
+            fresh = conn.notices[self._notices_seen :]
+            self._notices_seen = len(conn.notices)
+        return [f"{self.config.name}: IB message {n.code}: {n.text}" for n in fresh]
 
     @staticmethod
     def _count_in_span(rows: list[tuple], span: Span, step_s: int) -> int:
