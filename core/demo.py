@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,6 @@ class DemoResult:
     strategy: EMACrossSignal
     skipped: int = 0
     elapsed_s: float = 0.0
-    replayed: list[Bar] = field(default_factory=list)
 
 
 def build_node(

@@ -383,7 +383,8 @@ class Backfill:
             report.dropped["source_rejected"] += len(checked.bars)
             return
         report.rounded += checked.rounded
-        cover = src_cfg.plugin != "store"
+        # The store's bars may have holes only its record of answered intervals can tell.
+        cover = not (self.config.store is not None and index == 0)
         report.dropped.update(layered.add(checked.bars, index, req.step_ns, span, cover))
         report.dropped = +report.dropped
 

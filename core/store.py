@@ -144,15 +144,8 @@ class BarStore:
         folder = self.folder(bar_type)
         if not self.fs.exists(folder):
             return []
-        out = []
-        for path in self.fs.ls(folder, detail=False):
-            m = _NAME.match(path.rstrip("/").split("/")[-1])
-            if m:
-                out.append(StoredFile(path, _parse_stamp(m[1]), _parse_stamp(m[2])))
-        out.sort(key=lambda f: (f.first, -f.last))
-        if not live_only:
-            return out
-        return [f for f in out if not any(_contains(g, f) for g in out if g is not f)]
+        everything = _parse_files(self.fs.ls(folder, detail=False))
+        return _live(everything) if live_only else everything
 
     def answered(self, bar_type: str) -> P.Interval:
         """Return the intervals (bar opens, UNIX ns) sources have answered for."""
@@ -293,15 +286,9 @@ class BarStore:
         return int(fresh.sum())
 
     def _drop_superseded(self, bar_type: str) -> None:
-        live = {f.path for f in self.files(bar_type)}
-        for f in self.files(bar_type, live_only=False):
-            if f.path not in live:
-                self.fs.rm(f.path)
-        if self.local:
-            for path in self.fs.ls(self.folder(bar_type), detail=False):
-                if path.endswith(".part"):  # a writer killed before its rename
-                    with contextlib.suppress(OSError):
-                        self.fs.rm(path)
+        for path in self._debris_of(bar_type):
+            with contextlib.suppress(OSError):  # another writer may have swept it already
+                self.fs.rm(path)
 
     def trim(self, bar_type: str, step_ns: int, before_ns: int) -> int:
         """
@@ -473,12 +460,17 @@ class BarStore:
         list[str]
 
         """
-        out = []
-        for name in self.bar_types():
-            live = set(self.files(name))
-            out += [f.path for f in self.files(name, live_only=False) if f not in live]
-            out += [p for p in self.fs.ls(self.folder(name), detail=False) if p.endswith(".part")]
-        return out
+        return [path for name in self.bar_types() for path in self._debris_of(name)]
+
+    def _debris_of(self, bar_type: str) -> list[str]:
+        folder = self.folder(bar_type)
+        if not self.fs.exists(folder):
+            return []
+        listing = self.fs.ls(folder, detail=False)
+        everything = _parse_files(listing)
+        live = set(_live(everything))
+        stale = [f.path for f in everything if f not in live]
+        return stale + [p for p in listing if p.endswith(".part")]  # killed before its rename
 
     def verify(self) -> list[str]:
         """
@@ -516,6 +508,21 @@ class BarStore:
             except BackfillError as e:
                 problems.append(str(e))
         return problems
+
+
+def _parse_files(listing: list[str]) -> list[StoredFile]:
+    out = []
+    for path in listing:
+        m = _NAME.match(path.rstrip("/").split("/")[-1])
+        if m:
+            out.append(StoredFile(path, _parse_stamp(m[1]), _parse_stamp(m[2])))
+    return sorted(out, key=lambda f: (f.first, -f.last))
+
+
+def _live(files: list[StoredFile]) -> list[StoredFile]:
+    # A file whose interval another file's contains is superseded: a merge killed before it
+    # removed the files it replaced.
+    return [f for f in files if not any(_contains(g, f) for g in files if g is not f)]
 
 
 def _contains(outer: StoredFile, inner: StoredFile) -> bool:

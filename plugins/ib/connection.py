@@ -82,7 +82,6 @@ class IBConnection(EWrapper, EClient):
         self._loop: threading.Thread | None = None
         self.fatal: IBError | None = None
         self.notices: list[IBError] = []
-        self.client_id_used: int | None = None
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -112,7 +111,6 @@ class IBConnection(EWrapper, EClient):
             conn = cls()
             conn._connect_once(host, port, cid, deadline)
             if conn._ready.is_set() and conn.fatal is None:
-                conn.client_id_used = cid
                 return conn
             fatal = conn.fatal
             conn.close()
