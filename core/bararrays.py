@@ -48,14 +48,14 @@ class BarArrays:
         f = np.empty(0, dtype=np.float64)
         return cls(np.empty(0, dtype=np.int64), f, f, f, f, f)
 
-    def take(self, index: np.ndarray) -> BarArrays:
+    def take(self, index: np.ndarray | slice) -> BarArrays:
         """
-        Return the bars at `index` (a boolean mask or integer positions).
+        Return the bars at `index` (a boolean mask, integer positions or a slice).
 
         Parameters
         ----------
-        index : np.ndarray
-            The selection.
+        index : np.ndarray | slice
+            The selection; a slice returns views, not copies.
 
         Returns
         -------
@@ -74,6 +74,24 @@ class BarArrays:
 
         """
         return np.column_stack([getattr(self, name) for name in FIELDS])
+
+    @staticmethod
+    def join(first: BarArrays, second: BarArrays) -> BarArrays:
+        """
+        Append `second` to `first`, every bar of which opens earlier.
+
+        Parameters
+        ----------
+        first, second : BarArrays
+            The pieces, in order.
+
+        Returns
+        -------
+        BarArrays
+
+        """
+        names = ("ts_open", *FIELDS)
+        return BarArrays(*(np.concatenate([getattr(first, n), getattr(second, n)]) for n in names))
 
     @staticmethod
     def concat(parts: list[BarArrays]) -> BarArrays:

@@ -13,10 +13,11 @@ from nautilus_backfill.source import Span
 
 # NautilusTrader's fixed-point scales: 9 decimals in 64-bit builds, 16 in 128-bit ones.
 _SCALE = {8: 1e9, 16: 1e16}
+_DIGITS = {8: 9, 16: 16}
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
-def decode_fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def decode_fixed(column: pa.ChunkedArray | pa.Array, precision: int | None = None) -> np.ndarray:
     """
     Decode a NautilusTrader fixed-point column (``fixed_size_binary[8|16]``) to float64.
 
@@ -24,24 +25,50 @@ def decode_fixed(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     ----------
     column : pa.ChunkedArray | pa.Array
         The column.
+    precision : int, optional
+        The decimals the file declares. Values that really have at most that many decimals
+        then decode to exactly the float a parser gives for the same decimal text, so
+        rounding them to the precision later changes nothing.
 
     Returns
     -------
     np.ndarray
 
     """
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = np.empty(len(column), dtype=np.float64)
+    at = 0
+    # Chunk by chunk into one array: joining the chunks first would copy the raw bytes.
+    for chunk in chunks:
+        _decode_into(chunk, out[at : at + len(chunk)], precision)
+        at += len(chunk)
+    return out
+
+
+def _decode_into(arr: pa.Array, out: np.ndarray, precision: int | None) -> None:
     width = arr.type.byte_width
+    if width not in _SCALE:
+        raise SourceError(f"unsupported fixed-point width {width} bytes")
     raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[
         arr.offset * width : (arr.offset + len(arr)) * width
     ]
+    words = raw.view("<u8").reshape(-1, width // 8)
+    low = words[:, 0].view(np.int64)
+    fits = width == 8 or bool((words[:, 1].view(np.int64) == (low >> np.int64(63))).all())
+    if precision is not None and fits and 0 <= precision <= _DIGITS[width]:
+        # units = raw / 10**(scale - precision), exact when the file keeps its precision;
+        # units / 10**precision is then the correctly rounded float of the decimal value.
+        units, rest = np.divmod(low, np.int64(10 ** (_DIGITS[width] - precision)))
+        if not rest.any() and bool((np.abs(units) < 2**53).all()):
+            np.divide(units, 10.0**precision, out=out)
+            return
     if width == 8:
-        return raw.view("<i8").astype(np.float64) / _SCALE[8]
-    if width == 16:
-        pairs = raw.view("<u8").reshape(-1, 2)
-        high = pairs[:, 1].view(np.int64).astype(np.float64)
-        return (high * 18446744073709551616.0 + pairs[:, 0].astype(np.float64)) / _SCALE[16]
-    raise SourceError(f"unsupported fixed-point width {width} bytes")
+        out[:] = low
+    else:
+        out[:] = words[:, 1].view(np.int64)
+        out *= 18446744073709551616.0
+        out += words[:, 0]
+    out /= _SCALE[width]
 
 
 def scan(
@@ -72,16 +99,16 @@ def scan(
     """
     field = ds.field(column)
     # Timestamps label `open + shift`; a bar is wanted when open >= start and open + step <= end.
-    upper = field <= bound(span.end - step + shift)
+    top = bound(span.end - step + shift)
     if span.start is not None:
-        return dataset.to_table(filter=upper & (field >= bound(span.start + shift)))
+        return _read(dataset, column, bound(span.start + shift), top)
     if span.limit is None:
-        return dataset.to_table(filter=upper)
+        return _read(dataset, column, None, top)
     # Count mode: widen the window backwards until it holds `limit` rows or the data ends.
     width = max(span.limit, 1) * step * 2
     while True:
         lower = span.end - width
-        table = dataset.to_table(filter=upper & (field >= bound(max(lower + shift, 0))))
+        table = _read(dataset, column, bound(max(lower + shift, 0)), top)
         if table.num_rows >= span.limit or lower <= 0:
             break
         older = dataset.count_rows(filter=field < bound(max(lower + shift, 0)))
@@ -89,6 +116,35 @@ def scan(
             break
         width *= 4
     return newest(table, span.limit, column)
+
+
+def _read(dataset: ds.Dataset, column: str, lower: Any, upper: Any) -> pa.Table:
+    field = ds.field(column)
+    wanted = field <= upper if lower is None else (field <= upper) & (field >= lower)
+    if _all_inside(dataset, column, lower, upper):
+        return dataset.to_table()  # filtering rows that all pass costs a copy of every column
+    return dataset.to_table(filter=wanted)
+
+
+def _all_inside(dataset: ds.Dataset, column: str, lower: Any, upper: Any) -> bool:
+    # From the row-group statistics alone; anything unexpected means "filter to be sure".
+    try:
+        low = None if lower is None else lower.as_py()
+        high = upper.as_py()
+        if not isinstance(high, int) or not isinstance(low, int | None):
+            return False  # only integer times compare exactly (datetimes stop at microseconds)
+        for fragment in dataset.get_fragments():
+            for group in fragment.row_groups:
+                stats = group.statistics.get(column)
+                if not stats or not isinstance(stats.get("min"), int):
+                    return False
+                if not isinstance(stats.get("max"), int):
+                    return False
+                if stats["max"] > high or (low is not None and stats["min"] < low):
+                    return False
+        return True
+    except Exception:  # unknown layouts and stats types: filter to be sure
+        return False
 
 
 def newest(table: pa.Table, limit: int | None, column: str = "ts") -> pa.Table:

@@ -1,10 +1,14 @@
-"""From validated arrays to NautilusTrader `Bar` objects, in one compiled call per request."""
+"""From validated arrays to NautilusTrader `Bar` objects, without a Python loop over rows."""
 
 from __future__ import annotations
 
 import numpy as np
 from nautilus_backfill.bararrays import BarArrays
+from nautilus_backfill.cvec import pack_bars
 from nautilus_trader.model.data import Bar, BarType
+
+# Below this many bars the one-off layout probe (a few ms) costs more than it saves.
+PACK_THRESHOLD = 20_000
 
 
 def to_bars(
@@ -40,17 +44,23 @@ def to_bars(
     """
     if not len(bars):
         return []
-    ts_init = (bars.ts_open + step_ns).astype(np.uint64)
-    ts_ev = ts_init if ts_event == "close" else bars.ts_open.astype(np.uint64)
+    ts_init = (bars.ts_open + step_ns).view(np.uint64)
+    ts_ev = ts_init if ts_event == "close" else bars.ts_open.view(np.uint64)
+    if len(bars) >= PACK_THRESHOLD:
+        values = [bars.open, bars.high, bars.low, bars.close, bars.volume]
+        packed = pack_bars(bar_type, price_precision, size_precision, values, ts_ev, ts_init)
+        if packed is not None:
+            return packed
+    # Its typed memoryviews need writable arrays; the validated ones may be Arrow's.
     return Bar.from_raw_arrays_to_list(
         bar_type,
         price_precision,
         size_precision,
-        np.ascontiguousarray(bars.open),
-        np.ascontiguousarray(bars.high),
-        np.ascontiguousarray(bars.low),
-        np.ascontiguousarray(bars.close),
-        np.ascontiguousarray(bars.volume),
-        np.ascontiguousarray(ts_ev),
-        np.ascontiguousarray(ts_init),
+        *(_writable(a) for a in (bars.open, bars.high, bars.low, bars.close, bars.volume)),
+        _writable(ts_ev),
+        _writable(ts_init),
     )
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.writeable and a.flags.c_contiguous else np.array(a, order="C")

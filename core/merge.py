@@ -70,7 +70,8 @@ class Layered:
             pos_c = np.minimum(pos, len(self.bars) - 1)
             taken = self.bars.ts_open[pos_c] == new.ts_open
             if taken.any():
-                same = (self.bars.values()[pos_c[taken]] == new.values()[taken]).all(axis=1)
+                old = self.bars.take(pos_c[taken]).values()  # only the rows compared
+                same = (old == new.take(taken).values()).all(axis=1)
                 dropped["overlap"] = int(same.sum())
                 dropped["conflict"] = int((~same).sum())
                 new = new.take(~taken)
@@ -80,17 +81,22 @@ class Layered:
         if span.limit is not None and inside.sum() > span.limit:
             inside[np.flatnonzero(inside)[: int(inside.sum()) - span.limit]] = False
         dropped["outside_window"] = int((~inside).sum())
-        new = new.take(inside)
+        if dropped["outside_window"]:
+            new = new.take(inside)
         if len(new) and cover:
             self.coverage |= P.closedopen(int(new.ts_open[0]), int(new.ts_open[-1]) + step_ns)
         origin = np.full(len(new), source_index, dtype=np.int16)
-        parts = BarArrays.concat([self.bars, new]) if len(self.bars) else new
-        if len(self.bars) and len(new):
+        if not len(self.bars) or not len(new):
+            parts = new if len(new) else self.bars
+            self.origin = origin if len(new) else self.origin
+        elif new.ts_open[0] > self.bars.ts_open[-1]:  # the usual tail: no sort needed
+            parts = BarArrays.join(self.bars, new)
+            self.origin = np.concatenate([self.origin, origin])
+        else:
+            parts = BarArrays.concat([self.bars, new])
             all_ts = np.concatenate([self.bars.ts_open, new.ts_open])
             all_origin = np.concatenate([self.origin, origin])
             self.origin = all_origin[np.argsort(all_ts, kind="stable")]
-        elif len(new):
-            self.origin = origin
         self.bars = parts
         return +dropped
 
@@ -150,6 +156,6 @@ class Layered:
         if request.count is None or len(self.bars) <= request.count:
             return 0
         cut = len(self.bars) - request.count
-        self.bars = self.bars.take(np.arange(cut, len(self.bars)))
+        self.bars = self.bars.take(slice(cut, None))
         self.origin = self.origin[cut:]
         return cut

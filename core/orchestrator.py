@@ -368,10 +368,15 @@ class Backfill:
             precision.price,
             precision.size,
             cfg.allow_non_positive_prices,
-            extra_checks=lambda table: self.registry.validate_bars(
-                request=req,
-                source=src_cfg.name,
-                table=table,
+            # The hook's table costs a copy of every valid bar: built only for a plugin.
+            extra_checks=(
+                (
+                    lambda table: self.registry.validate_bars(
+                        request=req, source=src_cfg.name, table=table
+                    )
+                )
+                if self.registry.checks_bars()
+                else None
             ),
         )
         report.dropped.update(checked.dropped)
@@ -450,18 +455,26 @@ class Backfill:
             report.dropped.update(drops)
             if error:
                 report.error = error
-            bars, origin = bars.take(keep), origin[keep]
+            if len(keep) < len(bars):
+                bars, origin = bars.take(keep), origin[keep]
+        out: list[Bar] = []
+        if len(bars):
+            # Bars only get past validation once both precisions are known.
+            assert precision.price is not None and precision.size is not None
+            try:
+                out = to_bars(
+                    bars, req.bar_type, req.step_ns, precision.price, precision.size, cfg.ts_event
+                )
+            except Exception as e:  # validation should prevent it; never count such bars injected
+                report.dropped["not_converted"] += len(bars)
+                report.error = f"converting to Bar: {type(e).__name__}: {e}"
+                bars, origin = bars.take(np.zeros(len(bars), dtype=bool)), origin[:0]
         used = np.bincount(origin.astype(np.int64), minlength=len(report.sources))
         for i, attempt in enumerate(report.sources):
             attempt.used = int(used[i])
-        report.injected = len(bars)
-        if not len(bars):
+        report.injected = len(out)
+        if not out:
             return []
-        # Bars only get past validation once both precisions are known.
-        assert precision.price is not None and precision.size is not None
-        out = to_bars(
-            bars, req.bar_type, req.step_ns, precision.price, precision.size, cfg.ts_event
-        )
         report.first, report.last = out[0].ts_event, out[-1].ts_event
         return out
 

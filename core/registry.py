@@ -117,6 +117,17 @@ class SourceRegistry:
             )
         raise PluginError(f"{key_path}: no plugin '{name}' (installed: {installed})")
 
+    def checks_bars(self) -> bool:
+        """
+        Return whether any plugin implements ``validate_bars``.
+
+        Returns
+        -------
+        bool
+
+        """
+        return bool(self.pm.hook.validate_bars.get_hookimpls())
+
     def validate_bars(self, request: Any, source: str, table: Any) -> list[dict[str, Any]]:
         """
         Call every plugin's ``validate_bars`` hook.

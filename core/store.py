@@ -184,15 +184,17 @@ class BarStore:
             dataset, "ts_init", span, step_ns, step_ns, lambda v: pa.scalar(v, pa.uint64())
         )
         meta = dataset.schema.metadata or {}
-        data = {"ts": pa.array(table.column("ts_init").to_numpy().astype(np.int64) - step_ns)}
+        price = int(meta.get(b"price_precision", b"-1"))
+        size = int(meta.get(b"size_precision", b"-1"))
+        ts_init = table.column("ts_init").to_numpy().view(np.int64)
+        data = {"ts": pa.array(np.subtract(ts_init, step_ns))}
         for name in FIELDS:
-            data[name] = pa.array(decode_fixed(table.column(name)))
+            declared = size if name == "volume" else price
+            data[name] = pa.array(
+                decode_fixed(table.column(name), declared if declared >= 0 else None)
+            )
         out = newest(pa.table(data, schema=BAR_SCHEMA), span.limit)
-        return (
-            out,
-            int(meta.get(b"price_precision", b"-1")),
-            int(meta.get(b"size_precision", b"-1")),
-        )
+        return out, price, size
 
     # -- writing -------------------------------------------------------------------------------
 

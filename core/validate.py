@@ -12,12 +12,14 @@ import pyarrow as pa
 from nautilus_backfill.bararrays import BarArrays, column_f64, column_i64
 from nautilus_backfill.source import BarRequest, SourceResult, Span
 from nautilus_backfill.timeutil import alignment_step_ns
+from nautilus_trader.model.objects import PRICE_MAX, PRICE_MIN, QUANTITY_MAX
 
 # The order is the precedence: a row is counted under the first reason that applies.
 REASONS = (
     "unparseable",
     "non_finite",
     "non_positive_price",
+    "out_of_range",
     "ohlc_inconsistent",
     "negative_volume",
     "misaligned",
@@ -26,6 +28,7 @@ REASONS = (
     "duplicate",
 )
 MAX_EXAMPLES = 5
+CHUNK = 65_536
 
 
 @dataclass
@@ -79,6 +82,72 @@ def _where(table: pa.Table, positions: np.ndarray) -> list[str]:
     return out
 
 
+def _round_into(values: np.ndarray, decimals: int, out: np.ndarray) -> None:
+    # What np.round does (scale, rint, unscale), written straight into `out`.
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are judged elsewhere
+        np.multiply(values, 10.0**decimals, out=out)
+        np.rint(out, out=out)
+        out /= 10.0**decimals
+
+
+def _check_chunk(
+    reason: np.ndarray,
+    ts: np.ndarray,
+    raw: list[np.ndarray],
+    rounded: list[np.ndarray],
+    changed: np.ndarray,
+    unparseable: np.ndarray,
+    request: BarRequest,
+    precisions: tuple[int, int],
+    allow_non_positive_prices: bool,
+) -> None:
+    # The row checks on one slice, in REASONS order; only the first failing check counts.
+    def flag(name: str, mask: np.ndarray) -> None:
+        if mask.any():
+            reason[(reason == 0) & mask] = REASONS.index(name) + 1
+
+    o, h, lo, c, v = raw
+    step = request.step_ns
+    flag("unparseable", unparseable)
+    total = o + h
+    total += lo
+    total += c
+    total += v
+    if not np.isfinite(total).all():  # a sum of finite values can overflow: then look closer
+        finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo)
+        finite &= np.isfinite(c) & np.isfinite(v)
+        flag("non_finite", ~finite)
+    lowest = np.minimum(o, h)
+    np.minimum(lowest, lo, out=lowest)
+    np.minimum(lowest, c, out=lowest)
+    if not allow_non_positive_prices:
+        flag("non_positive_price", lowest <= 0)
+    highest = np.maximum(o, h, out=total)
+    np.maximum(highest, lo, out=highest)
+    np.maximum(highest, c, out=highest)
+    # Beyond what NautilusTrader's Price/Quantity can hold (they would raise on conversion).
+    flag("out_of_range", (highest > PRICE_MAX) | (lowest < PRICE_MIN) | (v > QUANTITY_MAX))
+    for x, out in zip(raw[:4], rounded[:4], strict=True):
+        _round_into(x, precisions[0], out)
+    _round_into(v, precisions[1], rounded[4])
+    ro, rh, rl, rc, rv = rounded
+    for x, r in zip(raw, rounded, strict=True):
+        changed |= (r != x) & ~np.isnan(x)
+    edge = np.maximum(ro, rc, out=highest)
+    bad = rh < edge
+    np.minimum(ro, rc, out=edge)
+    bad |= rl > edge
+    bad |= rh < rl
+    flag("ohlc_inconsistent", bad)
+    flag("negative_volume", rv < 0)
+    grid = alignment_step_ns(step)
+    if grid is not None:
+        flag("misaligned", ts % grid != 0)
+    flag("incomplete", ts > request.end_ns - step)
+    if request.start_ns is not None:
+        flag("outside_window", ts < request.start_ns)
+
+
 def validate(
     result: SourceResult,
     request: BarRequest,
@@ -121,41 +190,52 @@ def validate(
     ts, ts_null = column_i64(table, "ts")
     if result.timestamp_is == "close":
         ts = ts - step
-    cols = {}
-    unparseable = ts_null.copy()
+    raw = []
+    unparseable = ts_null
     for name in ("open", "high", "low", "close", "volume"):
         values, nulls = column_f64(table, name)
-        cols[name] = values
-        unparseable |= nulls
-    o, h, lo, c, v = (cols[k] for k in ("open", "high", "low", "close", "volume"))
+        raw.append(values)
+        if nulls.any():
+            unparseable = unparseable | nulls
 
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, else 1 + index into `names`
     names: list[str] = list(REASONS)
+    changed = np.zeros(n, dtype=bool)
+    # Rounding writes into small scratch arrays; whole rounded columns are made only once a
+    # value really changes. Most sources give values already at the precision, and fresh
+    # column-sized memory is what costs most here (the kernel faults it in page by page).
+    scratch = [np.empty(min(n, CHUNK), dtype=np.float64) for _ in range(5)]
+    rounded: list[np.ndarray] | None = None
+    # In slices: the temporaries of each check stay small, cached and reused.
+    for start in range(0, n, CHUNK):
+        rows = slice(start, start + CHUNK)
+        size = min(n, start + CHUNK) - start
+        parts = [x[:size] for x in scratch]
+        _check_chunk(
+            reason[rows],
+            ts[rows],
+            [x[rows] for x in raw],
+            parts,
+            changed[rows],
+            unparseable[rows],
+            request,
+            (price_precision, size_precision),
+            allow_non_positive_prices,
+        )
+        if rounded is None and changed[rows].any():
+            rounded = [np.array(x) for x in raw]
+        if rounded is not None:
+            for full, part in zip(rounded, parts, strict=True):
+                full[rows] = part
+    if rounded is None:
+        rounded = raw
+    ro, rh, rl, rc, rv = rounded
 
     def flag(name: str, mask: np.ndarray) -> None:
         if name not in names:
             names.append(name)
-        code = names.index(name) + 1
-        reason[(reason == 0) & mask] = code
-
-    flag("unparseable", unparseable)
-    stacked = np.column_stack([o, h, lo, c, v])
-    flag("non_finite", ~np.isfinite(stacked).all(axis=1))
-    if not allow_non_positive_prices:
-        flag("non_positive_price", (np.column_stack([o, h, lo, c]) <= 0).any(axis=1))
-    ro, rh, rl, rc = (np.round(x, price_precision) for x in (o, h, lo, c))
-    rv = np.round(v, size_precision)
-    flag(
-        "ohlc_inconsistent",
-        (rh < rl) | (rh < np.maximum(ro, rc)) | (rl > np.minimum(ro, rc)),
-    )
-    flag("negative_volume", rv < 0)
-    grid = alignment_step_ns(step)
-    if grid is not None:
-        flag("misaligned", ts % grid != 0)
-    flag("incomplete", ts + step > request.end_ns)
-    if request.start_ns is not None:
-        flag("outside_window", ts < request.start_ns)
+        if mask.any():
+            reason[(reason == 0) & mask] = names.index(name) + 1
 
     if extra_checks is not None:
         ok = np.flatnonzero(reason == 0)
@@ -175,25 +255,23 @@ def validate(
                 full[ok] = np.asarray(mask, dtype=bool)
                 flag(str(name), full)
 
-    # Sort valid rows by open time (stable, so file order breaks ties) and keep the first.
-    ok = np.flatnonzero(reason == 0)
-    ok = ok[np.argsort(ts[ok], kind="stable")]
-    if len(ok) > 1:
-        repeat = np.zeros(len(ok), dtype=bool)
-        repeat[1:] = ts[ok][1:] == ts[ok][:-1]
-        dup = np.zeros(n, dtype=bool)
-        dup[ok[repeat]] = True
-        flag("duplicate", dup)
-        ok = ok[~repeat]
-
-    bars = BarArrays(ts[ok], ro[ok], rh[ok], rl[ok], rc[ok], rv[ok])
-    changed = (
-        (ro[ok] != o[ok])
-        | (rh[ok] != h[ok])
-        | (rl[ok] != lo[ok])
-        | (rc[ok] != c[ok])
-        | (rv[ok] != v[ok])
-    )
+    bars = BarArrays(ts, ro, rh, rl, rc, rv)
+    valid = reason == 0
+    if valid.all() and (n < 2 or bool((ts[1:] > ts[:-1]).all())):
+        n_rounded = int(changed.sum())  # all valid and already in order: nothing to select
+    else:
+        # Sort valid rows by open time (stable, so file order breaks ties); keep the first.
+        ok = np.flatnonzero(valid)
+        ok = ok[np.argsort(ts[ok], kind="stable")]
+        if len(ok) > 1:
+            repeat = np.zeros(len(ok), dtype=bool)
+            repeat[1:] = ts[ok][1:] == ts[ok][:-1]
+            dup = np.zeros(n, dtype=bool)
+            dup[ok[repeat]] = True
+            flag("duplicate", dup)
+            ok = ok[~repeat]
+        bars = bars.take(ok)
+        n_rounded = int(changed[ok].sum())
     dropped: Counter[str] = Counter()
     examples: list[str] = []
     codes, counts = np.unique(reason[reason > 0], return_counts=True)
@@ -203,4 +281,4 @@ def validate(
         if name != "outside_window":
             first = np.flatnonzero(reason == code)[:MAX_EXAMPLES]
             examples.extend(f"{name}: {w}" for w in _where(table, first))
-    return Validated(bars, dropped, int(changed.sum()), examples)
+    return Validated(bars, dropped, n_rounded, examples)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from nautilus_backfill import orchestrator, validate
 from nautilus_backfill.errors import ConfigError
 
 REQ = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "start": "2024-01-01T00:00:00Z",
@@ -24,7 +25,10 @@ def _write(tmp_path, body, name="bars.csv"):
     return p
 
 
-def test_each_bad_row_gets_its_reason(tmp_path, run):
+@pytest.mark.parametrize("chunk", [65_536, 3, 1])
+def test_each_bad_row_gets_its_reason(tmp_path, run, monkeypatch, chunk):
+    # Checks run in slices of `chunk` rows; a slice edge must not change any verdict.
+    monkeypatch.setattr(validate, "CHUNK", chunk)
     body = (
         "2024-01-01T00:00:00Z,1.1,1.2,1.0,1.1,10\n"        # ok
         "2024-01-01T00:01:00Z,nan,1.2,1.0,1.1,10\n"        # non_finite
@@ -40,12 +44,14 @@ def test_each_bad_row_gets_its_reason(tmp_path, run):
         "2024-01-01T00:09:00Z,abc,1.2,1.0,1.1,1\n"         # unparseable (junk value)
         "2024-01-01T00:10:00Z,1.1,1.2\n"                   # unparseable (junk line)
         "2024-01-01T00:11:00Z,1.100000000001,1.2,1.0,1.1,1\n"  # ok, rounded
+        "2024-01-01T00:12:00Z,1e14,1e14,1e14,1e14,1\n"      # out_of_range (over PRICE_MAX)
+        "2024-01-01T00:13:00Z,1.1,1.2,1.0,1.1,1e20\n"       # out_of_range (over QUANTITY_MAX)
     )
     result = run([REQ], _src(_write(tmp_path, body)))
     report = result.report.requests[0]
     assert dict(report.dropped) == {
         "non_finite": 2, "ohlc_inconsistent": 1, "negative_volume": 1, "non_positive_price": 1,
-        "misaligned": 1, "duplicate": 1, "unparseable": 3,
+        "misaligned": 1, "duplicate": 1, "unparseable": 3, "out_of_range": 2,
     }
     assert report.injected == 4 and report.rounded == 1
     (bars,) = result.bars.values()
@@ -124,3 +130,17 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "backfill.deadline" in out.stderr and "soon" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_conversion_failure_is_a_named_drop_not_an_injection(tmp_path, run, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(orchestrator, "to_bars", broken)
+    body = "2024-01-01T00:00:00Z,1.1,1.2,1.0,1.1,10\n2024-01-01T00:01:00Z,1.1,1.2,1.0,1.1,10\n"
+    result = run([REQ], _src(_write(tmp_path, body)))
+    report = result.report.requests[0]
+    assert report.injected == 0 and report.dropped == {"not_converted": 2}
+    assert report.sources[0].used == 0
+    assert "converting to Bar: ValueError: boom" in report.error
+    assert result.bars == {}

@@ -93,18 +93,17 @@ class ParquetBarSource(BarSource):
         table = scan(
             dataset, column, span, shift, request.step_ns, lambda v: pa.scalar(v, pa.uint64())
         )
-        data = {"ts": pc.cast(table.column(column), pa.int64())}
-        for name in FIELDS:
-            data[name] = pa.array(decode_fixed(table.column(name)))
-        out = pa.table(data, schema=BAR_SCHEMA)
         pp = meta.get(b"price_precision")
         sp = meta.get(b"size_precision")
-        return SourceResult(
-            out,
-            timestamp_is=edge,
-            price_precision=int(pp) if pp is not None else None,
-            size_precision=int(sp) if sp is not None else None,
-        )
+        price = int(pp) if pp is not None else None
+        size = int(sp) if sp is not None else None
+        data = {"ts": pc.cast(table.column(column), pa.int64())}
+        for name in FIELDS:
+            data[name] = pa.array(
+                decode_fixed(table.column(name), size if name == "volume" else price)
+            )
+        out = pa.table(data, schema=BAR_SCHEMA)
+        return SourceResult(out, timestamp_is=edge, price_precision=price, size_precision=size)
 
     def _plain(self, dataset: ds.Dataset, request: BarRequest, span: Span) -> SourceResult:
         cols = self.config.columns or ParquetColumns()
