@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import portion as P
 import pytest
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
@@ -24,6 +25,7 @@ from ibsim import IBSimulator, Scenario
 EURUSD = "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
 AAPL = "AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL"
 T = 1_735_810_800  # 2025-01-02T09:40:00Z, a Thursday
+BAR = "AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL"
 
 
 def _iso(seconds: int) -> str:
@@ -230,3 +232,38 @@ def test_fixed_point_encoding_is_exact_beyond_int64():
             got = [int.from_bytes(raw[i * width:(i + 1) * width], "little", signed=True) for i in range(len(values))]
             assert got == [round(v * 10**precision) * 10 ** (scale - precision) for v in values]
             assert np.allclose(decode_fixed(arr), values, rtol=1e-12, atol=0)
+
+
+def test_decoding_with_the_declared_precision_gives_the_parsers_floats():
+    # What a CSV parser gives for "1.10003" is what the store and catalog decode to, so the
+    # later rounding changes nothing and equal bars from two sources compare equal.
+    import pyarrow as pa
+    from nautilus_backfill.catalogfmt import decode_fixed, encode_fixed
+
+    rng = np.random.default_rng(9)
+    for precision in (0, 2, 5, 9):
+        for width in (16, 8):
+            values = np.round(rng.uniform(-900, 900, 5000), precision)
+            parsed = np.array([float(f"{v:.{precision}f}") for v in values])
+            arr = encode_fixed(values, precision, width)
+            chunked = pa.chunked_array([arr.slice(0, 1234), arr.slice(1234)])
+            assert np.array_equal(decode_fixed(chunked, precision), parsed)
+            # A file with more decimals than it declares still decodes to its own values.
+            assert np.allclose(decode_fixed(arr, max(precision - 1, 0)), values, rtol=1e-12, atol=0)
+
+
+def test_store_files_are_split_in_row_groups_a_short_read_can_skip(tmp_path):
+    import pyarrow.parquet as pq
+    from nautilus_backfill import store as store_module
+    from nautilus_backfill.source import Span
+
+    n = 2 * store_module.ROWS_PER_GROUP + 10
+    ts = (T - 60 * n + 60 * np.arange(n, dtype=np.int64)) * 10**9
+    values = np.column_stack([np.full(n, 1.1), np.full(n, 1.2), np.full(n, 1.0), np.full(n, 1.1), np.ones(n)])
+    s = BarStore(str(tmp_path / "store"))
+    s.write(BAR, 60 * 10**9, ts, values, 5, 0, P.closedopen(int(ts[0]), int(ts[-1]) + 60 * 10**9))
+    (path,) = [f.path for f in s.files(BAR)]
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    table, price, size = s.read(BAR, 60 * 10**9, Span(None, int(ts[-1]) + 60 * 10**9, 200))
+    assert (price, size, table.num_rows) == (5, 0, 200)
+    assert table.column("ts").to_pylist() == ts[-200:].tolist()
