@@ -174,7 +174,7 @@ class Backfill:
             )
             instruments.extend(found)
             if store is not None:
-                self._write_through(req, store, layered, precision, report, found)
+                self._write_through(req, store, layered, precision, report, found, deadline_at)
             results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
             if on_request_done is not None:
                 on_request_done(report)
@@ -401,6 +401,7 @@ class Backfill:
         precision: _Precision,
         report: RequestReport,
         instruments: list[Any],
+        deadline_at: float,
     ) -> None:
         # What the sources (not the store) returned and validated, never a bar still forming.
         fresh = layered.origin != 0
@@ -411,6 +412,8 @@ class Backfill:
         if not len(keep) and layered.answered.empty:
             return
         bars = layered.bars.take(keep)
+        # Another node writing the same bar type must not hold this start past its deadline.
+        store.store.lock_wait_s = max(0.0, deadline_at - time.monotonic() - 1.0)
         try:
             report.stored = store.store.write(
                 str(req.bar_type),

@@ -10,8 +10,9 @@ answered, bars or not, so nights and holidays are not asked for again.
 Crash safety: a file is written under a temporary name, flushed and fsynced, then renamed into
 place (on object stores a single PUT, which is atomic). A file whose interval another file's
 interval contains is superseded (what a merge leaves if killed before it deletes the old
-files): readers skip it and the next write removes it. Local stores take a lock file per bar
-type around read-modify-write, so two processes backfilling into one store lose nothing.
+files): readers skip it and the next write removes it. Writers take a lock per bar type around
+read-modify-write (`storelock`: fcntl locally, a conditional PUT on S3), so two processes
+backfilling into one store lose nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +50,7 @@ from nautilus_backfill.source import (
     SourceResult,
     Span,
 )
+from nautilus_backfill.storelock import store_lock
 from nautilus_backfill.timeutil import format_ns
 
 META = "_backfill.json"
@@ -114,6 +115,7 @@ class BarStore:
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
+        self.lock_wait_s: float | None = None  # how long a write waits for another writer
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -404,21 +406,8 @@ class BarStore:
         else:
             self.fs.pipe_file(path, data)
 
-    @contextlib.contextmanager
-    def _lock(self, folder: str) -> Iterator[None]:
-        if not self.local:
-            # Object stores have no locks; concurrent writers of one bar type on a remote
-            # store can each merge the same file, so give each node its own bar types there.
-            yield
-            return
-        import fcntl
-
-        with open(os.path.join(folder, ".lock"), "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self, folder: str) -> contextlib.AbstractContextManager[None]:
+        return store_lock(self.fs, folder, self.local, self.lock_wait_s)
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ def writer(url: str, seed: int, rounds: int) -> None:
         store.write(BAR_TYPE, STEP, ts, values, 5, 0, P.closedopen(int(ts[0]), int(ts[-1]) + STEP))
 
 
-def check(url: str) -> int:
-    store = BarStore(url)
+def check(url: str, options: dict | None = None) -> int:
+    store = BarStore(url, options)
     assert store.verify() == [], store.verify()
     table, _, _ = store.read(BAR_TYPE, STEP, Span(None, (T + 10**6) * 10**9))
     ts = table.column("ts").to_numpy()
@@ -44,11 +44,20 @@ def check(url: str) -> int:
 
 
 
-def blocks(url: str, seed: int) -> None:
+def blocks(url: str, seed: int, options: dict | None = None) -> None:
     rng = random.Random(seed)
-    store = BarStore(url)
+    store = BarStore(url, options)
     for start in rng.sample(range(0, 3000, 50), 60):
         ts, values = bars(start, 50)
+        store.write(BAR_TYPE, STEP, ts, values, 5, 0, P.empty())
+
+
+def overlapping(url: str, seed: int, options: dict | None = None) -> None:
+    """Write all 3000 bars in 75-bar blocks 50 apart: each write overlaps and merges."""
+    rng = random.Random(seed)
+    store = BarStore(url, options)
+    for start in rng.sample(range(0, 3000, 50), 60):
+        ts, values = bars(start, min(75, 3000 - start))
         store.write(BAR_TYPE, STEP, ts, values, 5, 0, P.empty())
 
 

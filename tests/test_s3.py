@@ -6,6 +6,7 @@ import socket
 import time
 
 import numpy as np
+import portion as P
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -94,3 +95,113 @@ def test_parquet_source_pushes_the_time_filter_down_over_s3(registry, s3, monkey
     assert report.sources[0].received < 20_000  # rows of the matching row groups only
     print(f"\nfetched {sum(fetched):,} of {size:,} bytes for rows {report.sources[0].received:,} of {n:,}")
     assert 0 < sum(fetched) < size / 4, (sum(fetched), size)
+
+
+def _blocks_in_subprocesses(url, opts, seeds):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, storework; "
+        "storework.overlapping(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(seed), json.dumps(opts)],
+                         cwd=os.path.dirname(__file__), stderr=subprocess.PIPE, text=True)
+        for seed in seeds
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+
+
+def test_writers_at_once_lose_nothing_over_s3(s3):
+    # Each writer merges overlapping blocks into the same bar type, in its own order: without
+    # the lock, one writer's merge deletes files the other's merge did not include.
+    import storework
+
+    fs, opts = s3
+    url = "s3://backfill/writers"
+    _blocks_in_subprocesses(url, opts, (1, 2))
+    assert storework.check(url, opts) == 3000  # every bar, each once
+    assert not fs.exists(f"{url}/data/bar/EURUSD.IDEALPRO-1-MINUTE-MID-EXTERNAL/.lock")
+
+
+def _lock_object(fs, path, owner, expires):
+    import json
+
+    fs.pipe_file(path, json.dumps({"owner": owner, "expires": expires}).encode())
+
+
+def test_a_lock_left_by_a_dead_writer_is_taken_over(s3):
+    import storework
+    from nautilus_backfill.store import BarStore
+
+    fs, opts = s3
+    url = "s3://backfill/stale-lock"
+    store = BarStore(url, opts)
+    folder = store.folder(storework.BAR_TYPE)
+    fs.makedirs(folder, exist_ok=True)
+    _lock_object(fs, f"{folder}/.lock", "dead-host:1:x", time.time() - 1)
+    ts, values = storework.bars(0, 100)
+    started = time.monotonic()
+    assert store.write(storework.BAR_TYPE, storework.STEP, ts, values, 5, 0, P.empty()) == 100
+    assert time.monotonic() - started < 5
+    assert not fs.exists(f"{folder}/.lock")
+
+
+def test_a_live_lock_makes_the_write_wait_then_give_up_without_costing_the_start(registry, s3):
+    fs, opts = s3
+    doc_store = "s3://backfill/held-lock"
+    folder = f"{doc_store}/data/bar/EURUSD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
+    fs.makedirs(folder, exist_ok=True)
+    _lock_object(fs, f"{folder}/.lock", "other-node:7:y", time.time() + 600)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bars.csv"
+        rows = [f"{(T - 60 * (50 - i)) * 10**9},1.1,1.2,1.0,1.1,1" for i in range(50)]
+        path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+        doc = {"backfill": {"store": doc_store, "store_options": opts, "deadline": "3s",
+                            "requests": [{"bar_type": EURUSD, "bars": 50, "end": _iso(T),
+                                          "price_precision": 5, "size_precision": 0}],
+                            "sources": [{"name": "csv", "plugin": "csv", "path": str(path)}]}}
+        started = time.monotonic()
+        result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    report = result.report.requests[0]
+    assert report.injected == 50 and report.stored == 0
+    assert time.monotonic() - started < 4  # waited for the lock within the deadline, no longer
+    assert any("held by other-node:7:y" in e for e in report.examples), report.examples
+    assert fs.exists(f"{folder}/.lock")  # not ours: left alone
+
+
+def test_the_s3_lock_admits_one_writer_at_a_time(s3):
+    import threading
+
+    from nautilus_backfill.storelock import store_lock
+
+    fs, _ = s3
+    folder = "backfill/mutex"
+    inside, most, errors = [0], [0], []
+
+    def worker():
+        try:
+            for _ in range(4):
+                with store_lock(fs, folder, local=False, wait_s=30):
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                    time.sleep(0.02)
+                    inside[0] -= 1
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and most[0] == 1
+    assert not fs.exists(f"{folder}/.lock")

@@ -267,3 +267,20 @@ def test_store_files_are_split_in_row_groups_a_short_read_can_skip(tmp_path):
     table, price, size = s.read(BAR, 60 * 10**9, Span(None, int(ts[-1]) + 60 * 10**9, 200))
     assert (price, size, table.num_rows) == (5, 0, 200)
     assert table.column("ts").to_pylist() == ts[-200:].tolist()
+
+
+def test_a_held_local_lock_makes_a_write_give_up_after_its_wait(tmp_path):
+    import storework
+    from nautilus_backfill.storelock import StoreLockTimeout, store_lock
+
+    s = BarStore(str(tmp_path / "store"))
+    folder = s.folder(storework.BAR_TYPE)
+    os.makedirs(folder)
+    ts, values = storework.bars(0, 10)
+    s.lock_wait_s = 0.3
+    with store_lock(s.fs, folder, local=True):
+        started = time.monotonic()
+        with pytest.raises(StoreLockTimeout, match="another writer held it"):
+            s.write(storework.BAR_TYPE, storework.STEP, ts, values, 5, 0, P.empty())
+        assert 0.3 <= time.monotonic() - started < 2
+    assert s.write(storework.BAR_TYPE, storework.STEP, ts, values, 5, 0, P.empty()) == 10
