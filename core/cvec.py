@@ -112,7 +112,7 @@ def _measure(raw: bytes, price_precision: int, size_precision: int) -> _Layout |
     if first_init is None or second_init is None or second_init <= first_init:
         return None
     stride = second_init - first_init
-    if stride < 64 or stride % 16 or stride > len(raw) // 2:
+    if stride < 64 or stride % 8 or stride > len(raw) // 2:
         return None
     element = raw[:stride]
     offsets = []
