@@ -54,10 +54,12 @@ def _decode_into(arr: pa.Array, out: np.ndarray, precision: int | None) -> None:
     ]
     words = raw.view("<u8").reshape(-1, width // 8)
     low = words[:, 0].view(np.int64)
+    exact = precision is not None and 0 <= precision <= _DIGITS[width]
     fits = width == 8 or bool((words[:, 1].view(np.int64) == (low >> np.int64(63))).all())
-    if precision is not None and fits and 0 <= precision <= _DIGITS[width]:
+    if exact and fits:
         # units = raw / 10**(scale - precision), exact when the file keeps its precision;
         # units / 10**precision is then the correctly rounded float of the decimal value.
+        assert precision is not None
         units, rest = np.divmod(low, np.int64(10 ** (_DIGITS[width] - precision)))
         if not rest.any() and bool((np.abs(units) < 2**53).all()):
             np.divide(units, 10.0**precision, out=out)
@@ -69,6 +71,50 @@ def _decode_into(arr: pa.Array, out: np.ndarray, precision: int | None) -> None:
         out *= 18446744073709551616.0
         out += words[:, 0]
     out /= _SCALE[width]
+    if exact and not fits:
+        # Past int64 (a volume of 1,000 or more at 10**16): the float is within an ulp, so
+        # its units are right if encoding them back gives the raw words exactly.
+        assert precision is not None
+        units_f = np.rint(out * 10.0**precision)
+        back = units_to_words(units_f, 10 ** (_DIGITS[width] - precision), width)
+        if back is not None and np.array_equal(back, words):
+            np.divide(units_f, 10.0**precision, out=out)
+
+
+def units_to_words(units: np.ndarray, factor: int, width: int) -> np.ndarray | None:
+    """
+    Return ``units * factor`` as NautilusTrader's raw fixed-point words, exactly.
+
+    Parameters
+    ----------
+    units : np.ndarray
+        Whole numbers, as float64.
+    factor : int
+        ``10 ** (scale - precision)``.
+    width : int
+        16 (128-bit build) or 8.
+
+    Returns
+    -------
+    np.ndarray | None
+        uint64 words, shape ``(n, width // 8)``, little end first; None when a unit reaches
+        2**53, where floats stop being exact.
+
+    """
+    top = float(np.abs(units).max()) if len(units) else 0.0
+    if top >= 2.0**53:
+        return None
+    low = units.astype(np.int64).view(np.uint64) * np.uint64(factor)  # wraps mod 2**64
+    if width == 8:
+        return low.reshape(-1, 1)
+    if top * factor < 2.0**63:
+        high = (low.view(np.int64) >> np.int64(63)).view(np.uint64)
+    else:
+        # The float product is within 2**54 of the exact one and `low` is exact, so the
+        # high word is the nearest integer to (product - low) / 2**64.
+        high_f = np.rint((units * float(factor) - low.astype(np.float64)) * 2.0**-64)
+        high = high_f.astype(np.int64).view(np.uint64)
+    return np.stack([low, high], axis=1)
 
 
 def scan(

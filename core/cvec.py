@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from nautilus_backfill.catalogfmt import encode_fixed, nautilus_bar_schema
+from nautilus_backfill.catalogfmt import encode_fixed, nautilus_bar_schema, units_to_words
 from nautilus_trader.core import nautilus_pyo3
 from nautilus_trader.model.data import Bar, BarType, capsule_to_list
 
@@ -130,28 +130,6 @@ def _measure(raw: bytes, price_precision: int, size_precision: int) -> _Layout |
     return _Layout(template, width, tuple(offsets), at_event // 8, first_init // 8)  # type: ignore[arg-type]
 
 
-def _fixed(values: np.ndarray, precision: int, width: int) -> np.ndarray | None:
-    # Raw fixed-point words (n, width // 8): round(values * 10**p) * 10**(scale - p), exact.
-    # None when a value is too large for the float units to be exact (the reference path
-    # then decides, as it rounds the same float).
-    units = np.rint(values * 10.0**precision)
-    top = float(np.abs(units).max()) if len(units) else 0.0
-    if top >= 2.0**53:
-        return None
-    factor = 10 ** ((16 if width == 16 else 9) - precision)
-    low = units.astype(np.int64).view(np.uint64) * np.uint64(factor)  # wraps mod 2**64
-    if width == 8:
-        return low.reshape(-1, 1)
-    if top * factor < 2.0**63:
-        high = (low.view(np.int64) >> np.int64(63)).view(np.uint64)
-    else:
-        # The float product is within 2**54 of the exact one and `low` is exact, so the
-        # high word is the nearest integer to (product - low) / 2**64.
-        high_f = np.rint((units * float(factor) - low.astype(np.float64)) * 2.0**-64)
-        high = high_f.astype(np.int64).view(np.uint64)
-    return np.stack([low, high], axis=1)
-
-
 def _pack(
     layout: _Layout,
     values: list[np.ndarray],
@@ -172,7 +150,8 @@ def _pack(
         m = stop - start
         words = buffer[:m].view(np.uint64)
         for at, v, p in zip(layout.fields, values, precisions, strict=True):
-            raw = _fixed(v[start:stop], p, layout.width)
+            units = np.rint(v[start:stop] * 10.0**p)
+            raw = units_to_words(units, 10 ** ((16 if layout.width == 16 else 9) - p), layout.width)
             if raw is None:
                 return None
             words[:, at : at + words_per_value] = raw

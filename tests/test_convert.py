@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from nautilus_backfill import convert, cvec
 from nautilus_backfill.bararrays import BarArrays
@@ -11,7 +12,7 @@ from nautilus_trader.core import nautilus_pyo3
 from nautilus_trader.model.data import Bar, BarType
 
 MINUTE = 60_000_000_000
-T0 = 1_700_000_000_000_000_000
+T0 = 1_700_000_040_000_000_000  # a whole minute
 
 
 def _series(n: int, precision: int, size_precision: int, seed: int, scale: float = 1.0):
@@ -134,3 +135,26 @@ def test_a_layout_that_packs_wrong_values_is_refused(monkeypatch):
         assert cvec._layout("EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", 5, 0) is None
     finally:
         cvec._layout.cache_clear()
+
+
+def test_a_large_catalog_read_gives_exactly_nautilus_own_bars(tmp_path, run):
+    # End to end over the capsule path: the bars the backfill injects from a catalog are the
+    # bars ParquetDataCatalog.bars() returns, field for field.
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    assert convert.PACK_THRESHOLD <= 30_000
+    bar_type = BarType.from_str("EUR/USD.SIM-1-MINUTE-BID-EXTERNAL")
+    bars = _series(30_000, 5, 0, seed=11)
+    bars.volume[:] = np.round(bars.volume)
+    reference = _reference(bars, bar_type, 5, 0, "open")
+    catalog = ParquetDataCatalog(str(tmp_path / "catalog"))
+    catalog.write_data(reference)
+    expected = catalog.bars(bar_types=[str(bar_type)])
+    end = int(bars.ts_open[-1]) + MINUTE
+    result = run(
+        [{"bar_type": str(bar_type), "bars": 30_000, "end": pd.Timestamp(end, tz="UTC").isoformat()}],
+        [{"name": "catalog", "plugin": "parquet", "path": str(tmp_path / "catalog")}],
+    )
+    (got,) = result.bars.values()
+    assert result.report.requests[0].rounded == 0
+    _assert_same(got, expected)

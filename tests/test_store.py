@@ -241,9 +241,10 @@ def test_decoding_with_the_declared_precision_gives_the_parsers_floats():
     from nautilus_backfill.catalogfmt import decode_fixed, encode_fixed
 
     rng = np.random.default_rng(9)
-    for precision in (0, 2, 5, 9):
-        for width in (16, 8):
-            values = np.round(rng.uniform(-900, 900, 5000), precision)
+    # Up to 9e6: past int64 once scaled by 10**16 (volumes, index levels), and within it.
+    for precision, bound in ((0, 9e6), (2, 9e6), (5, 900), (5, 9e6), (9, 900)):
+        for width in (16, 8) if bound < 1e4 else (16,):
+            values = np.round(rng.uniform(-bound, bound, 5000), precision)
             parsed = np.array([float(f"{v:.{precision}f}") for v in values])
             arr = encode_fixed(values, precision, width)
             chunked = pa.chunked_array([arr.slice(0, 1234), arr.slice(1234)])
