@@ -361,6 +361,10 @@ class Backfill:
             )
             return
         assert precision.price is not None and precision.size is not None
+
+        def checks(table: Any) -> list[dict[str, Any]]:
+            return self.registry.validate_bars(request=req, source=src_cfg.name, table=table)
+
         checked = validate(
             result,
             req,
@@ -369,15 +373,7 @@ class Backfill:
             precision.size,
             cfg.allow_non_positive_prices,
             # The hook's table costs a copy of every valid bar: built only for a plugin.
-            extra_checks=(
-                (
-                    lambda table: self.registry.validate_bars(
-                        request=req, source=src_cfg.name, table=table
-                    )
-                )
-                if self.registry.checks_bars()
-                else None
-            ),
+            extra_checks=checks if self.registry.checks_bars() else None,
         )
         report.dropped.update(checked.dropped)
         report.examples.extend(f"{src_cfg.name}: {e}" for e in checked.examples)
@@ -471,7 +467,7 @@ class Backfill:
             except Exception as e:  # validation should prevent it; never count such bars injected
                 report.dropped["not_converted"] += len(bars)
                 report.error = f"converting to Bar: {type(e).__name__}: {e}"
-                bars, origin = bars.take(np.zeros(len(bars), dtype=bool)), origin[:0]
+                origin = origin[:0]
         used = np.bincount(origin.astype(np.int64), minlength=len(report.sources))
         for i, attempt in enumerate(report.sources):
             attempt.used = int(used[i])
