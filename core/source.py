@@ -75,12 +75,18 @@ class Span:
         The latest bar close wanted (UNIX ns).
     limit : int | None
         The number of newest bars wanted, or None for all.
+    deadline : float | None
+        A ``time.monotonic()`` value by which ``fetch`` must return. A source that can return
+        part of its answer should return what it has before then, with
+        ``SourceResult.failure`` set to a ``SourceError`` of status ``"timeout"``; a call still
+        running at the deadline is abandoned and whatever it got is lost.
 
     """
 
     start: int | None
     end: int
     limit: int | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -172,6 +178,9 @@ class BarSource:
     """
 
     config_type: ClassVar[type[SourceConfig]] = SourceConfig
+    # Network sources (brokers, vendor APIs): only their bars are written back to the store,
+    # so a local fallback file never outranks the primary on the next start.
+    remote: ClassVar[bool] = False
 
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         self.config = config
@@ -197,6 +206,27 @@ class BarSource:
 
         """
         raise NotImplementedError
+
+    def check(self, requests: list[BarRequest]) -> list[str]:
+        """
+        Return the problems in this source's config for `requests`, without any network.
+
+        ``nautilus-backfill check`` calls it: report what can be known offline (files that do
+        not exist, columns a header lacks, values out of range). Each problem is one line
+        starting with the source key it concerns (``"path: no file matches data/*.csv"``); the
+        host prefixes the source's key path.
+
+        Parameters
+        ----------
+        requests : list[BarRequest]
+            The configured requests.
+
+        Returns
+        -------
+        list[str]
+
+        """
+        return []
 
     def close(self) -> None:
         """
