@@ -20,6 +20,7 @@ DEFAULT_PLUGINS = (
     "nautilus_backfill.plugins.ib",
     "nautilus_backfill.plugins.csv",
     "nautilus_backfill.plugins.parquet",
+    "nautilus_backfill.plugins.freqtrade",
 )
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
