@@ -73,6 +73,11 @@ class Scenario:
     partial_then_error: bool = False  # half the bars, then an error (no end message)
     forming_bar: bool = True  # include the bar still forming when the window reaches now
     time_scale: float = 1.0  # scales IB's pacing windows (test-only)
+    repeat: str = ""  # "identical" or "conflicting": every 10th bar of an answer sent twice
+    fail_after: int = -1  # answer this many historical requests, then fail the rest with ...
+    fail_with: str = ""  # ... "stall" (never answer), "pacing" (162) or "close" (the socket)
+    close_on_contract: bool = False  # close the socket on the first contract lookup
+    bad_frame: bool = False  # a historical answer with a price the client cannot parse
     now: float | None = None  # the simulator's clock, epoch seconds (default: real time)
 
 
@@ -184,6 +189,8 @@ class IBSimulator:
         self.requests: list[HistRequest] = []
         self.contract_requests: list[tuple[int, str]] = []
         self.violations: list[str] = []
+        self.bars_sent = 0  # bar rows sent in historical answers, repeats included
+        self.answered = 0  # historical requests answered with bars or an end
         self.open_requests: dict[tuple[int, int], float] = {}
         self.max_open = 0
         self._recent: deque[tuple[float, tuple, int]] = deque()
@@ -303,6 +310,9 @@ class IBSimulator:
     def _contract_details(self, conn: _Conn, f: list[str]) -> None:
         req_id, sec_type, symbol, local = int(f[2]), f[5], f[4], f[13]
         self.contract_requests.append((req_id, local or symbol))
+        if self.scenario.close_on_contract:
+            conn.close()
+            return
         c = self._lookup(sec_type, local, symbol)
         if c is None:
             conn.error(req_id, 200, "No security definition has been found for the request")
@@ -341,6 +351,18 @@ class IBSimulator:
             if sc.close_mid_stream:
                 conn.close()
                 return
+            with self._lock:
+                late = 0 <= sc.fail_after <= self.answered
+                self.answered += not late
+            if late and sc.fail_with == "stall":
+                return
+            if late and sc.fail_with == "pacing":
+                conn.error(req.req_id, 162, "Historical Market Data Service error message:"
+                           "Historical data request pacing violation")
+                return
+            if late and sc.fail_with == "close":
+                conn.close()
+                return
             if sc.connectivity_lost:
                 conn.error(-1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
                 return
@@ -359,7 +381,13 @@ class IBSimulator:
             rows = self._bars(c, req, step, end - seconds, end)
             if sc.partial_then_error:
                 rows = rows[: len(rows) // 2]
+            if sc.repeat:
+                rows = _with_repeats(rows, sc.repeat == "conflicting")
+            if sc.bad_frame and rows:
+                rows[0] = (rows[0][0], "1.2.3", *rows[0][2:])
             if rows:
+                with self._lock:
+                    self.bars_sent += len(rows)
                 conn.send(17, req.req_id, len(rows), *[v for row in rows for v in row])
             if sc.partial_then_error:
                 conn.error(req.req_id, 1100, "Connectivity between IB and Trader Workstation has been lost.")
@@ -422,6 +450,22 @@ class IBSimulator:
                 break
             t += step
         return out
+
+
+def _with_repeats(rows: list[tuple], conflicting: bool) -> list[tuple]:
+    # Every 10th bar again right after itself: as sent, or with a close one cent higher (and
+    # the high raised with it, so the repeat is a valid bar on its own).
+    out = []
+    for i, row in enumerate(rows):
+        out.append(row)
+        if i % 10 == 0:
+            if conflicting:
+                date, o, h, lo, c, *rest = row
+                c2 = f"{float(c) + 0.01:.2f}"
+                h2 = f"{max(float(h), float(c2)):.2f}"
+                row = (date, o, h2, lo, c2, *rest)
+            out.append(row)
+    return out
 
 
 def _stable_id(text: str) -> int:

@@ -44,6 +44,11 @@ def _fetch(registry, requests, sources, **kw):
     return result, time.monotonic() - started
 
 
+def _notes(report):
+    # Source notes: on the attempt (newer hosts) or among the request's examples.
+    return [*report.examples, *(n for s in report.sources for n in getattr(s, "notes", []))]
+
+
 def _ib_threads():
     return [t for t in threading.enumerate() if t.name.startswith("ib-") or "EReader" in type(t).__name__]
 
@@ -64,7 +69,7 @@ def test_200_bars_for_a_stock_and_a_forex_pair_in_one_request_each(registry, sim
     assert aapl[-1].ts_event == 1609880340 * 10**9 and aapl[-1].ts_init == 1609880400 * 10**9
     assert {str(i.id) for i in result.instruments} == {"AAPL.NASDAQ", "EUR/USD.IDEALPRO"}
     assert {i.price_precision for i in result.instruments} == {2, 5}
-    notes = [e for r in result.report.requests for e in r.examples]
+    notes = [e for r in result.report.requests for e in _notes(r)]
     assert any("IB message 2104: Market data farm connection is OK" in n for n in notes)  # every code
     assert _ib_threads() == []
 
@@ -128,15 +133,16 @@ def test_partial_data_then_an_error_keeps_the_bars_and_asks_the_next_source(regi
     assert "1100" in ib.error
 
 
-def test_the_bar_still_forming_is_dropped(registry, simulator):
+def test_the_bar_still_forming_is_never_asked_for(registry, simulator):
     sim = simulator()
-    # An end past now: IB answers up to now, the bar still forming included.
+    # An end past now: IB would answer up to now, the bar still forming included.
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
     result, _ = _fetch(registry, [{"bar_type": EURUSD, "bars": 20, "end": end}], [_ib(sim)])
     report = result.report.requests[0]
-    assert report.injected == 20
+    assert report.injected == 20 and report.received == 20, report.to_dict()
     assert result.bars[next(iter(result.bars))][-1].ts_init <= time.time_ns()
-    assert any("dropped the bar still forming" in e for e in report.examples), report.examples
+    # Asked up to the last whole minute, so no row had to be dropped.
+    assert all(r.end.endswith(":00") for r in sim.requests), [r.end for r in sim.requests]
 
 
 def test_forex_last_is_a_config_error_suggesting_mid(registry, simulator):

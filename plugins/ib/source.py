@@ -8,6 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.plugins.ib.config import IBSourceConfig
@@ -20,7 +21,6 @@ from nautilus_backfill.source import (
     SourceContext,
     SourceResult,
     Span,
-    in_span,
 )
 from nautilus_backfill.timeutil import format_ns
 from nautilus_trader.model.enums import PriceType
@@ -157,19 +157,10 @@ class IBBarSource(BarSource):
                 raise p.error from None
             failure = p.error
         notes.extend(self._new_notices(conn))
-        table = self._table(rows, step_s, magnifier)
-        now_ns = time.time_ns()
-        forming = pa.compute.greater(pa.compute.add(table["ts"], request.step_ns), now_ns)
-        n_forming = pa.compute.sum(forming).as_py() or 0
-        if n_forming:
-            first = table.filter(forming)["ts"][0].as_py()
-            notes.append(
-                f"{self.config.name}: dropped the bar still forming (opens {format_ns(first)})"
-            )
-            table = table.filter(pa.compute.invert(forming))
-        table = table.filter(in_span(table["ts"], span, 0, request.step_ns))
-        if span.limit is not None and table.num_rows > span.limit:
-            table = table.sort_by("ts").slice(table.num_rows - span.limit)
+        # Every row IB sent goes back, repeats and bars outside the span included: the host
+        # counts each one as used or dropped under a named reason.
+        table = self._table(rows, magnifier)
+        notes.extend(self._repeat_notes(rows))
         return SourceResult(
             table,
             timestamp_is="open",
@@ -181,7 +172,8 @@ class IBBarSource(BarSource):
         )
 
     def _chunks(self, request: BarRequest, span: Span, step_s: int) -> Any:
-        end_s = -(-span.end // NS)
+        # Never past the last whole bar: the bar still forming is not asked for.
+        end_s = min(-(-span.end // NS), _last_close(time.time(), step_s))
         if span.start is not None:
             yield from plan(span.start // NS, end_s, step_s)
             return
@@ -209,7 +201,8 @@ class IBBarSource(BarSource):
     @staticmethod
     def _count_in_span(rows: list[tuple], span: Span, step_s: int) -> int:
         end = span.end // NS
-        return sum(1 for r in rows if r[0] + step_s <= end and r[0] + step_s <= time.time())
+        now = time.time()
+        return len({r[0] for r in rows if r[0] + step_s <= end and r[0] + step_s <= now})
 
     def _historical(
         self,
@@ -363,22 +356,43 @@ class IBBarSource(BarSource):
         return WHAT_TO_SHOW[price_type]
 
     @staticmethod
-    def _table(rows: list[tuple], step_s: int, magnifier: int) -> pa.Table:
-        from nautilus_trader.adapters.interactive_brokers.parsing.price_conversion import (
-            ib_price_to_nautilus_price,
-        )
+    def _table(rows: list[tuple], magnifier: int) -> pa.Table:
+        ts = np.fromiter((r[0] for r in rows), np.int64, len(rows)) * NS
+        values = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), 5)
+        if magnifier > 1:  # as the adapter's ib_price_to_nautilus_price divides
+            values[:, :4] /= magnifier
+        arrays = [pa.array(ts), *(pa.array(values[:, i]) for i in range(5))]
+        return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
 
-        unique = {r[0]: r for r in rows}  # overlapping chunks repeat a boundary bar
-        ordered = [unique[k] for k in sorted(unique)]
-        cols: list[list[Any]] = [[] for _ in range(6)]
-        for ts, o, h, lo, c, v in ordered:
-            cols[0].append(ts * NS)
-            for i, price in enumerate((o, h, lo, c), start=1):
-                cols[i].append(ib_price_to_nautilus_price(price, magnifier))
-            cols[5].append(v)
-        return pa.Table.from_arrays(
-            [pa.array(c, t.type) for c, t in zip(cols, BAR_SCHEMA, strict=True)], schema=BAR_SCHEMA
-        )
+    def _repeat_notes(self, rows: list[tuple]) -> list[str]:
+        # Repeats stay in the table, so the host counts them as `duplicate` and keeps the first
+        # of each; the report says whether a repeat said something else.
+        seen: dict[int, tuple] = {}
+        same = other = 0
+        example = ""
+        for row in rows:
+            first = seen.setdefault(row[0], row)
+            if first is row:
+                continue
+            if first == row:
+                same += 1
+                continue
+            other += 1
+            if not example:
+                example = (
+                    f"first at {format_ns(row[0] * NS)}: OHLCV {list(first[1:])} then "
+                    f"{list(row[1:])}"
+                )
+        name = self.config.name
+        notes = []
+        if other:
+            notes.append(
+                f"{name}: IB sent {other} bars twice with other values ({example}); the first of "
+                "each is used and the repeats are counted as duplicate"
+            )
+        if same:
+            notes.append(f"{name}: IB sent {same} bars twice with the same values (duplicate)")
+        return notes
 
 
 class _Partial(Exception):
@@ -397,6 +411,13 @@ def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
     volume = float(bar.volume)
     # IB sends -1 for the volume of quote bars; the adapter makes it 0.
     return ts, bar.open, bar.high, bar.low, bar.close, 0.0 if volume == -1 else volume
+
+
+def _last_close(now_s: float, step_s: int) -> int:
+    # The close of the last whole bar before `now_s`; weekly bars run Monday to Monday (the
+    # epoch was a Thursday).
+    shift = 4 * DAY if step_s == 7 * DAY else 0
+    return int((now_s - shift) // step_s * step_s + shift)
 
 
 def _utc_midnight(yyyymmdd: str) -> int:
