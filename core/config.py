@@ -9,14 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nautilus_backfill.errors import ConfigError
-from nautilus_backfill.timeutil import bar_step_ns, parse_duration, parse_time
+from nautilus_backfill.timeutil import DAY_NS, bar_step_ns, now_ns, parse_duration, parse_time
 from nautilus_trader.common.config import NautilusConfig, NonNegativeInt, PositiveInt
 from nautilus_trader.model.data import BarType
+from nautilus_trader.model.objects import FIXED_PRECISION
 
 if TYPE_CHECKING:
     from nautilus_backfill.registry import SourceRegistry
 
 EDGES = ("open", "close")
+RESERVED_SOURCE_NAMES = ("store",)
+# More bars than any source could serve a warm start: 100 years of 1-second bars is 3.2e9.
+MAX_BARS = 1_000_000_000
 ON_INSUFFICIENT = ("warn", "fail")
 ON_CAPACITY = ("fail", "truncate")
 
@@ -24,6 +28,33 @@ ON_CAPACITY = ("fail", "truncate")
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise ValueError(f"{what}: must be one of {', '.join(allowed)}, was '{value}'")
+
+
+def _max_age(value: str) -> None:
+    if value not in ("auto", "off"):
+        parse_duration(value)
+
+
+def _filesystem(url: str) -> None:
+    # A store on a filesystem whose fsspec driver is missing fails at start otherwise.
+    if "://" not in url:
+        return
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise ValueError(f"unknown filesystem '{protocol}://'") from None
+    except ImportError as e:
+        raise ValueError(f"'{protocol}://' needs a package that is not installed: {e}") from None
+
+
+def _precision(value: int | None) -> None:
+    if value is not None and value > FIXED_PRECISION:
+        raise ValueError(
+            f"NautilusTrader's Price and Quantity take 0 to {FIXED_PRECISION} decimals, was {value}"
+        )
 
 
 def _field(name: str, check: Any, value: Any) -> None:
@@ -61,6 +92,8 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         A broker contract for sources that need one and cannot derive it from the instrument
         id (the IB plugin takes ``ibapi.contract.Contract`` fields: ``secType``, ``symbol``,
         ``exchange``, ``currency``, ``localSymbol``, ``lastTradeDateOrContractMonth``, ...).
+    max_age : str, optional
+        Overrides ``[backfill] max_age`` for this request.
 
     """
 
@@ -73,6 +106,7 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
     ts_event: str = "open"
     allow_non_positive_prices: bool = False
     contract: dict[str, str | int | float | bool] | None = None
+    max_age: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -82,11 +116,26 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         _field("bar_type", bar_step_ns, bar_type)
         if (self.bars is None) == (self.start is None):
             raise ValueError("bars: set exactly one of `bars` or `start`")
+        if self.bars is not None and self.bars > MAX_BARS:
+            raise ValueError(f"bars: at most {MAX_BARS:_}, was {self.bars:_}")
         if self.start is not None:
             _field("start", parse_time, self.start)
         if self.end is not None:
             _field("end", parse_time, self.end)
+        if self.start is not None and self.end is not None:
+            if parse_time(self.start) >= parse_time(self.end):
+                raise ValueError(
+                    f"start: must be before end, was start = '{self.start}', end = '{self.end}'"
+                )
+        elif self.start is not None and parse_time(self.start) >= now_ns():
+            raise ValueError(
+                f"start: must be in the past when `end` is not set, was '{self.start}'"
+            )
+        _field("price_precision", _precision, self.price_precision)
+        _field("size_precision", _precision, self.size_precision)
         _choice(self.ts_event, EDGES, "ts_event")
+        if self.max_age is not None:
+            _field("max_age", _max_age, self.max_age)
 
 
 class SourceConfig(NautilusConfig, frozen=True, kw_only=True):
@@ -103,6 +152,10 @@ class SourceConfig(NautilusConfig, frozen=True, kw_only=True):
         How long one request to this source may take.
     strict : bool, default False
         Treat any invalid bar as a failure of the source, so the next source is asked.
+    write_back : bool, optional
+        Write this source's bars through to the ``store``. Defaults to true for network
+        sources (``ib``) and false for local files, so a fallback file never outranks the
+        primary source on the next start.
 
     """
 
@@ -110,6 +163,7 @@ class SourceConfig(NautilusConfig, frozen=True, kw_only=True):
     plugin: str
     timeout: str = "30s"
     strict: bool = False
+    write_back: bool | None = None
 
     def __post_init__(self) -> None:
         _field("timeout", parse_duration, self.timeout)
@@ -157,6 +211,11 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
         fsspec storage options for the store (``endpoint_url``, ``key``, ``secret``, ...).
     keep : str, optional
         Retention: bars older than this (``"90d"``) are trimmed from the store after writing.
+    max_age : str, default "auto"
+        For requests without `end`: a newest bar that closed longer ago than this makes the
+        request ``stale`` (a warning, and a failure under ``on_insufficient = "fail"``).
+        ``"auto"`` allows 4 days for intraday bars (a weekend and a holiday), 7 for daily and
+        21 for weekly bars; ``"off"`` disables the check; or a duration such as ``"2h"``.
 
     """
 
@@ -170,21 +229,65 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
     store: str | None = None
     store_options: dict[str, str | int | float | bool] | None = None
     keep: str | None = None
+    max_age: str = "auto"
 
     def __post_init__(self) -> None:
         _field("deadline", parse_duration, self.deadline)
+        _field("max_age", _max_age, self.max_age)
+        if self.store is not None:
+            _field("store", _filesystem, self.store)
         if self.keep is not None:
             _field("keep", parse_duration, self.keep)
             if self.store is None:
                 raise ValueError("keep: retention needs a `store`")
-        if self.store is not None and "store" in {s.name for s in self.sources}:
-            raise ValueError("sources: the name 'store' is taken by the write-through store")
+        for i, source in enumerate(self.sources):
+            if source.name in RESERVED_SOURCE_NAMES:
+                raise ValueError(
+                    f"sources[{i}].name: '{source.name}' is reserved for the write-through "
+                    "store; choose another name"
+                )
         _choice(self.on_insufficient, ON_INSUFFICIENT, "on_insufficient")
         _choice(self.on_capacity, ON_CAPACITY, "on_capacity")
         names = [s.name for s in self.sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"sources: source names must be unique, '{dupes[0]}' appears twice")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"sources[{i}].name: source names must be unique, '{name}' is also "
+                    f"sources[{names.index(name)}]"
+                )
+        seen: dict[str, int] = {}
+        for i, request in enumerate(self.requests):
+            key = str(BarType.from_str(request.bar_type))
+            if key in seen:
+                raise ValueError(
+                    f"requests[{i}].bar_type: '{request.bar_type}' is also requests[{seen[key]}]; "
+                    "request each bar type once"
+                )
+            seen[key] = i
+
+    def max_age_s(self, request: BarRequestConfig, step_ns: int) -> float | None:
+        """
+        Return the freshness limit for `request` in seconds, or None when it is off.
+
+        Parameters
+        ----------
+        request : BarRequestConfig
+            The request.
+        step_ns : int
+            Its bar length.
+
+        Returns
+        -------
+        float | None
+
+        """
+        value = request.max_age or self.max_age
+        if value == "off":
+            return None
+        if value == "auto":
+            days = 4 if step_ns < DAY_NS else 7 if step_ns < 7 * DAY_NS else 21
+            return days * 86_400.0
+        return parse_duration(value)
 
     @property
     def deadline_s(self) -> float:
@@ -243,6 +346,8 @@ def convert(raw: Any, type_: type, key_path: str) -> Any:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as e:
         raise ConfigError(_message(e, key_path)) from None
+    except (OverflowError, RecursionError) as e:
+        raise ConfigError(f"{key_path}: value out of range ({e})") from None
 
 
 def load_config(
@@ -271,13 +376,31 @@ def load_config(
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        if not path.is_file():
+            what = "does not exist" if not path.exists() else "is not a regular file"
+            raise ConfigError(f"{path}: cannot read config: it {what}")
+        data = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(
+            f"{path}: starts with a UTF-8 byte-order mark, which TOML does not allow; "
+            "save it as UTF-8 without BOM"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{data[e.start]:02x}); TOML files must be "
+            "saved as UTF-8"
+        ) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: values nested too deeply") from None
     return config_from_dict(
         doc, base_dir=path.resolve().parent, registry=registry, origin=str(path)
     )

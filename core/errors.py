@@ -36,6 +36,10 @@ class InsufficientHistoryError(BackfillError):
 
     def __init__(self, report: object) -> None:
         requests = getattr(report, "requests", [])
-        short = [f"{r.bar_type} ({r.injected}/{r.wanted})" for r in requests if not r.satisfied]
+        short = [
+            f"{r.bar_type} ({r.status}, {r.injected}/{r.wanted or 'window'})"
+            for r in requests
+            if not r.satisfied
+        ]
         super().__init__("backfill came up short: " + ", ".join(short))
         self.report = report

@@ -6,13 +6,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import portion as P
 import pyarrow.compute as pc
+from nautilus_backfill.answer import conform
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
 from nautilus_backfill.errors import InsufficientHistoryError, SourceError
@@ -23,7 +24,14 @@ from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttemp
 from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
 from nautilus_backfill.store import BarStore, StoreSource
-from nautilus_backfill.timeutil import bar_step_ns, now_ns, parse_duration, parse_time
+from nautilus_backfill.timeutil import (
+    bar_step_ns,
+    format_age,
+    format_ns,
+    now_ns,
+    parse_duration,
+    parse_time,
+)
 from nautilus_backfill.validate import validate
 from nautilus_backfill.warmup import WarmUp
 from nautilus_trader.model.data import Bar, BarType
@@ -157,6 +165,16 @@ class Backfill:
         reports = [
             RequestReport(str(r.bar_type), r.count, sources=self._attempts()) for r in requests
         ]
+        writers = np.array(
+            [
+                i
+                for i, (cfg, src) in enumerate(zip(self._source_configs(), sources, strict=True))
+                if src is not None
+                and not isinstance(src, StoreSource)
+                and self._writes_back(cfg, src)
+            ],
+            dtype=np.int64,
+        )
         results: dict[int, tuple[BarType, list[Bar]]] = {}
         instruments: list[Any] = []
 
@@ -174,7 +192,9 @@ class Backfill:
             )
             instruments.extend(found)
             if store is not None:
-                self._write_through(req, store, layered, precision, report, found, deadline_at)
+                self._write_through(
+                    req, store, layered, precision, report, found, deadline_at, writers
+                )
             results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
             if on_request_done is not None:
                 on_request_done(report)
@@ -304,31 +324,50 @@ class Backfill:
                     attempt.status, attempt.error = "not_asked", "the deadline had passed"
                     break
                 attempt.calls += 1
+                timeout = min(src_cfg.timeout_s, remaining)
+                span = replace(span, deadline=time.monotonic() + timeout)
                 try:
-                    result = call_with_timeout(
+                    raw = call_with_timeout(
                         lambda src=source, span=span: src.fetch(req, span),  # type: ignore[misc]
-                        min(src_cfg.timeout_s, remaining),
+                        timeout,
                         name=src_cfg.name,
                     )
                 except SourceError as e:
                     attempt.status, attempt.error = e.status, str(e)
                     break
                 except Exception as e:  # a plugin bug fails the source, not the node
-                    attempt.status, attempt.error = "error", f"{type(e).__name__}: {e}"
+                    attempt.status = "error"
+                    attempt.error = f"plugin '{src_cfg.plugin}' raised {type(e).__name__}: {e}"
                     break
+                answer = conform(raw)
+                if answer.result is None:
+                    attempt.received += answer.rows
+                    report.dropped["bad_answer"] += answer.rows
+                    attempt.status = "error"
+                    attempt.error = f"plugin '{src_cfg.plugin}' broke the contract: {answer.error}"
+                    break
+                result = answer.result
                 instruments.extend(result.instruments)
+                attempt.notes.extend(result.notes)
                 self._accept(req, cfg, src_cfg, i, span, result, precision, layered, report)
                 if result.failure is not None:
                     attempt.status, attempt.error = result.failure.status, str(result.failure)
                     break
                 if isinstance(source, StoreSource):
                     layered.coverage |= source.answered(req)
-                elif attempt.status != "invalid" and report.error is None:
+                elif (
+                    attempt.status != "invalid"
+                    and report.error is None
+                    and self._writes_back(src_cfg, source)
+                ):
                     layered.answered |= _answered(span, result, req.step_ns)
             attempt.elapsed_s += time.monotonic() - started
             if attempt.status == "not_needed":
                 attempt.status = "ok" if attempt.received else "empty"
         return layered, precision, instruments
+
+    def _writes_back(self, cfg: SourceConfig, source: BarSource) -> bool:
+        return cfg.write_back if cfg.write_back is not None else type(source).remote
 
     def _accept(
         self,
@@ -345,7 +384,6 @@ class Backfill:
         attempt = report.sources[index]
         rows = result.table.num_rows
         attempt.received += rows
-        report.examples.extend(result.notes)
         if precision.price is None:
             precision.price = result.price_precision
         if precision.size is None:
@@ -363,7 +401,11 @@ class Backfill:
         assert precision.price is not None and precision.size is not None
 
         def checks(table: Any) -> list[dict[str, Any]]:
-            return self.registry.validate_bars(request=req, source=src_cfg.name, table=table)
+            masks, notes = self.registry.validate_bars(
+                request=req, source=src_cfg.name, table=table
+            )
+            attempt.notes.extend(notes)
+            return masks
 
         checked = validate(
             result,
@@ -398,9 +440,11 @@ class Backfill:
         report: RequestReport,
         instruments: list[Any],
         deadline_at: float,
+        writers: np.ndarray,
     ) -> None:
-        # What the sources (not the store) returned and validated, never a bar still forming.
-        fresh = layered.origin != 0
+        # What the sources that write back (not the store) returned and validated, never a
+        # bar still forming.
+        fresh = np.isin(layered.origin, writers)
         complete = layered.bars.ts_open + req.step_ns <= now_ns()
         keep = np.flatnonzero(fresh & complete)
         if precision.price is None or precision.size is None:
@@ -468,6 +512,8 @@ class Backfill:
                 report.dropped["not_converted"] += len(bars)
                 report.error = f"converting to Bar: {type(e).__name__}: {e}"
                 origin = origin[:0]
+        if cfg.end is None and len(bars):
+            report.stale = self._staleness(req, cfg, int(bars.ts_open[-1]) + req.step_ns)
         used = np.bincount(origin.astype(np.int64), minlength=len(report.sources))
         for i, attempt in enumerate(report.sources):
             attempt.used = int(used[i])
@@ -477,11 +523,28 @@ class Backfill:
         report.first, report.last = out[0].ts_event, out[-1].ts_event
         return out
 
+    def _staleness(self, req: BarRequest, cfg: BarRequestConfig, close: int) -> str | None:
+        # Only a request that ends now can be stale: `end` set means the user chose the window.
+        limit = self.config.max_age_s(cfg, req.step_ns)
+        if limit is None:
+            return None
+        age = (req.end_ns - close) / 1e9
+        if age <= limit:
+            return None
+        key = f"backfill.requests[{req.index}].max_age" if cfg.max_age else "backfill.max_age"
+        return (
+            f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
+            f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
+        )
+
 
 def _answered(span: Span, result: SourceResult, step: int) -> P.Interval:
     # The time a source answered for, bars or none, for the store to remember. It ends at the
     # last whole bar: the bar still forming at `span.end` must be asked for again next time.
-    end = span.end - span.end % step
+    # Never past now: a future `end` (or a clock running ahead) must not mark time no source
+    # could have answered for yet.
+    end = min(span.end, now_ns())
+    end -= end % step
     if span.start is not None:
         return P.closedopen(span.start, end) if end > span.start else P.empty()
     if result.timestamp_is == "close":

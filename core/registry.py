@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pluggy
 from nautilus_backfill import hookspecs
 from nautilus_backfill.errors import PluginError
@@ -68,12 +70,19 @@ class SourceRegistry:
     ----------
     pm : pluggy.PluginManager
         The plugin manager.
+    entries : dict[str, SourceEntry]
+        The sources by name.
+    broken : dict[str, str]
+        Plugins that failed to load or register, with the reason; the others work.
+    plugins : dict[str, tuple[str, str]]
+        Every loaded plugin's package and version, by plugin name.
 
     """
 
     pm: pluggy.PluginManager
     entries: dict[str, SourceEntry] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    plugins: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """
@@ -129,9 +138,14 @@ class SourceRegistry:
         """
         return bool(self.pm.hook.validate_bars.get_hookimpls())
 
-    def validate_bars(self, request: Any, source: str, table: Any) -> list[dict[str, Any]]:
+    def validate_bars(
+        self, request: Any, source: str, table: Any
+    ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
         """
-        Call every plugin's ``validate_bars`` hook.
+        Call every plugin's ``validate_bars`` hook, each on its own.
+
+        A plugin that raises, or returns anything but boolean masks as long as the table, has
+        its reasons skipped with a note naming it; the other plugins' masks still count.
 
         Parameters
         ----------
@@ -144,12 +158,40 @@ class SourceRegistry:
 
         Returns
         -------
-        list[dict[str, numpy.ndarray]]
+        tuple[list[dict[str, numpy.ndarray]], list[str]]
+            The masks per plugin, and notes for the report.
 
         """
-        return [
-            r for r in self.pm.hook.validate_bars(request=request, source=source, table=table) if r
-        ]
+        masks: list[dict[str, np.ndarray]] = []
+        notes: list[str] = []
+        n = table.num_rows
+        kwargs = {"request": request, "source": source, "table": table}
+        for impl in self.pm.hook.validate_bars.get_hookimpls():
+            where = f"validate_bars of plugin '{impl.plugin_name}'"
+            try:
+                out = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception as e:
+                notes.append(f"{where} raised {type(e).__name__}: {e}; its checks were skipped")
+                continue
+            if out is None:
+                continue
+            if not isinstance(out, dict):
+                notes.append(f"{where} returned {type(out).__name__}, not a dict of masks; skipped")
+                continue
+            good: dict[str, np.ndarray] = {}
+            for reason, mask in out.items():
+                arr = np.asarray(mask)
+                if not isinstance(reason, str) or arr.dtype != np.bool_ or arr.shape != (n,):
+                    notes.append(
+                        f"{where}: mask {reason!r} must be a boolean array of {n} values (one "
+                        f"per bar), was {arr.dtype} of shape {arr.shape}; its reasons were skipped"
+                    )
+                    good = {}
+                    break
+                good[reason] = arr
+            if good:
+                masks.append(good)
+        return masks, notes
 
 
 def _distribution(module: ModuleType) -> tuple[str, str]:
@@ -196,13 +238,22 @@ def build_registry(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if os.environ.get(ENV_TRACE) == "1":
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", flush=True))
+        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr, flush=True))
         pm.enable_tracing()
     blocked = _split_env(ENV_BLOCK) or set()
     allowed = _split_env(ENV_LOAD)
     for name in blocked:
         pm.set_blocked(name)
     registry = SourceRegistry(pm)
+
+    def add(name: str, plugin: object) -> None:
+        # A plugin whose hooks do not match the specs is set aside; the others still load.
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as e:
+            registry.broken[name] = "invalid hook: " + " ".join(str(e).split())
+        except ValueError as e:  # a name or object registered twice
+            registry.broken[name] = str(e)
 
     for path in default_plugins:
         name = path.rsplit(".", 1)[-1]
@@ -213,7 +264,7 @@ def build_registry(
         except Exception as e:  # a broken built-in must not take the others down
             registry.broken[name] = f"{type(e).__name__}: {e}"
             continue
-        pm.register(module, name=name)
+        add(name, module)
 
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -225,16 +276,19 @@ def build_registry(
                 registry.broken[ep.name] = f"{type(e).__name__}: {e} (entry point {ep.value})"
                 continue
             if pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
-                pm.register(plugin, name=ep.name)
+                add(ep.name, plugin)
 
     for name, plugin in extra:
-        pm.register(plugin, name=name)
+        add(name, plugin)
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as e:
-        name = pm.get_name(e.plugin) or repr(e.plugin)
-        raise PluginError(f"plugin '{name}' implements an unknown hook: {e}") from None
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as e:
+            name = pm.get_name(e.plugin) or repr(e.plugin)
+            registry.broken[name] = "implements an unknown hook: " + " ".join(str(e).split())
+            pm.unregister(e.plugin)
 
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None:
@@ -242,6 +296,8 @@ def build_registry(
         package, version = (
             _distribution(plugin) if isinstance(plugin, ModuleType) else (plugin_name, "")
         )
+        registry.plugins[plugin_name] = (package, version)
+        found: dict[str, SourceEntry] = {}
 
         def register(
             name: str,
@@ -249,29 +305,33 @@ def build_registry(
             _plugin: str = plugin_name,
             _package: str = package,
             _version: str = version,
+            _found: dict[str, SourceEntry] = found,
         ) -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"registered a source with the name {name!r}, not a string")
             if not (isinstance(source_type, type) and issubclass(source_type, BarSource)):
                 raise PluginError(
-                    f"plugin '{_plugin}' registered '{name}' with {source_type!r}, "
-                    "which is not a BarSource subclass",
+                    f"registered '{name}' with {source_type!r}, which is not a BarSource subclass",
                 )
-            existing = registry.entries.get(name)
+            existing = registry.entries.get(name) or _found.get(name)
             if existing is not None:
                 raise PluginError(
-                    f"plugin '{_plugin}' registers source '{name}', already registered by "
-                    f"plugin '{existing.plugin}'",
+                    f"registers source '{name}', already registered by plugin '{existing.plugin}'",
                 )
-            registry.entries[name] = SourceEntry(name, source_type, _plugin, _package, _version)
+            _found[name] = SourceEntry(name, source_type, _plugin, _package, _version)
 
         hook = pm.subset_hook_caller("register_sources", remove_plugins=[])
         impls = [i for i in hook.get_hookimpls() if i.plugin is plugin]
-        for impl in impls:
-            try:
+        try:
+            for impl in impls:
                 impl.function(register=register)
-            except PluginError:
-                raise
-            except Exception as e:
-                registry.broken[plugin_name] = f"register_sources failed: {type(e).__name__}: {e}"
+        except Exception as e:  # a plugin that cannot register fails alone
+            what = "" if isinstance(e, PluginError) else f"{type(e).__name__}: "
+            registry.broken[plugin_name] = f"register_sources failed: {what}{e}"
+            pm.unregister(plugin)
+            del registry.plugins[plugin_name]
+            continue
+        registry.entries.update(found)
     return registry
 
 

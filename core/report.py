@@ -35,6 +35,8 @@ class SourceAttempt:
         Time spent in the source.
     calls : int
         The number of spans asked for.
+    notes : list[str]
+        Messages the source returned (files read, warnings).
 
     """
 
@@ -46,6 +48,7 @@ class SourceAttempt:
     error: str | None = None
     elapsed_s: float = 0.0
     calls: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -64,6 +67,7 @@ class SourceAttempt:
             "used": self.used,
             "error": self.error,
             "elapsed_s": round(self.elapsed_s, 4),
+            "notes": self.notes,
         }
 
 
@@ -98,6 +102,8 @@ class RequestReport:
         Where the first dropped rows of each reason were.
     stored : int
         New bars written to the store.
+    stale : str | None
+        Why the newest bar is too old for a request that ends now, if it is.
 
     """
 
@@ -113,6 +119,7 @@ class RequestReport:
     error: str | None = None
     examples: list[str] = field(default_factory=list)
     stored: int = 0
+    stale: str | None = None
 
     @property
     def received(self) -> int:
@@ -127,18 +134,37 @@ class RequestReport:
         return sum(s.received for s in self.sources)
 
     @property
+    def status(self) -> str:
+        """
+        Return ``ok``, ``short``, ``stale`` or ``failed``.
+
+        ``failed``: an error, or no bar injected. ``stale``: the newest bar is older than
+        ``max_age`` for a request that ends now. ``short``: fewer bars than wanted.
+
+        Returns
+        -------
+        str
+
+        """
+        if self.error is not None or self.injected == 0:
+            return "failed"
+        if self.stale is not None:
+            return "stale"
+        if self.wanted is not None and self.injected < self.wanted:
+            return "short"
+        return "ok"
+
+    @property
     def satisfied(self) -> bool:
         """
-        Return whether the request got what it wanted.
+        Return whether the request got what it wanted, fresh and without error.
 
         Returns
         -------
         bool
 
         """
-        if self.error is not None or self.injected == 0:
-            return False
-        return self.wanted is None or self.injected >= self.wanted
+        return self.status == "ok"
 
     def accounted(self) -> bool:
         """
@@ -162,6 +188,7 @@ class RequestReport:
         """
         return {
             "bar_type": self.bar_type,
+            "status": self.status,
             "wanted": self.wanted,
             "injected": self.injected,
             "first": format_ns(self.first),
@@ -171,6 +198,7 @@ class RequestReport:
             "gaps": [[format_ns(a), format_ns(b)] for a, b in self.gaps],
             "rounded": self.rounded,
             "stored": self.stored,
+            "stale": self.stale,
             "error": self.error,
             "examples": self.examples,
         }
@@ -248,7 +276,7 @@ class BackfillReport:
         lines: list[str] = []
         for r in self.requests:
             wanted = "all in window" if r.wanted is None else str(r.wanted)
-            mark = "OK" if r.satisfied else "SHORT"
+            mark = r.status.upper()
             lines.append(f"{r.bar_type}  [{mark}]  wanted {wanted}, injected {r.injected}")
             if r.first is not None:
                 lines.append(f"  bars      {format_ns(r.first)} .. {format_ns(r.last)}")
@@ -261,6 +289,9 @@ class BackfillReport:
                     f"  {s.name:<14}{s.plugin:<10}{s.status:<12}{s.received:>9}{s.used:>8}"
                     f"{s.elapsed_s:>8.2f}s" + (f"  {s.error}" if s.error else ""),
                 )
+                lines.extend(f"    note: {n}" for n in s.notes[:10])
+                if len(s.notes) > 10:
+                    lines.append(f"    note: ... {len(s.notes) - 10} more")
             if r.dropped:
                 drops = ", ".join(f"{k} {v}" for k, v in sorted(r.dropped.items()))
                 lines.append(f"  dropped   {drops}")
@@ -274,6 +305,8 @@ class BackfillReport:
                 lines.append(f"  gap       {format_ns(a) or 'before'} .. {format_ns(b)}")
             if len(r.gaps) > 5:
                 lines.append(f"  gap       ... {len(r.gaps) - 5} more")
+            if r.stale:
+                lines.append(f"  stale     {r.stale}")
             if r.error:
                 lines.append(f"  error     {r.error}")
         lines.append(f"elapsed {self.elapsed_s:.2f}s")
@@ -304,10 +337,14 @@ def shortfall(request: RequestReport) -> str | None:
     got = f"{request.injected} of {request.wanted or 'the window'} bars"
     if request.injected == 0:
         head = f"{request.bar_type} starts cold, no bars backfilled"
+    elif request.status == "stale":
+        head = f"{request.bar_type} is STALE: {request.stale}"
     else:
         head = f"{request.bar_type} got {got}"
-    tail = "; ".join(failed) or request.error or "the sources had no more"
-    return f"{head}: {tail}"
+    tail = "; ".join(filter(None, ["; ".join(failed), request.error]))
+    if request.status == "stale":
+        return head + (f" ({tail})" if tail else "")
+    return f"{head}: {tail or 'the sources had no more'}"
 
 
 def log_report(report: BackfillReport, log: Logger | None = None) -> None:

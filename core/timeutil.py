@@ -30,6 +30,10 @@ _FIXED_STEP_NS = {
     BarAggregation.WEEK: 7 * 86_400_000_000_000,
 }
 DAY_NS = 86_400_000_000_000
+MAX_DURATION_S = 36_500 * 86_400.0
+# What NautilusTrader's uint64 nanosecond timestamps (and pandas) can hold.
+MIN_TIME_NS = 0
+MAX_TIME_NS = int(pd.Timestamp.max.value)
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -61,8 +65,10 @@ def parse_duration(value: str | int | float) -> float:
                 f"invalid duration, was '{value}' (use a number and a unit: ms, s, m, h, d, w)",
             )
         seconds = float(match.group(1)) * _UNIT_NS[match.group(2) or "s"] / 1e9
-    if seconds <= 0:
+    if not seconds > 0:
         raise ValueError(f"duration must be positive, was '{value}'")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"duration must be at most 36500d (100 years), was '{value}'")
     return seconds
 
 
@@ -90,15 +96,21 @@ def parse_time(value: str) -> int:
         return now_ns()
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as e:
+        if ts is pd.NaT:
+            raise ValueError("not a time")
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        ns = int(ts.as_unit("ns").value)
+    except (ValueError, TypeError, OverflowError):
         raise ValueError(
-            f"invalid time, was '{value}' (use ISO 8601, e.g. 2024-01-02T15:30:00Z)"
-        ) from e
-    if ts is pd.NaT:
-        raise ValueError(f"invalid time, was '{value}'")
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.value)
+            f"invalid time, was '{value}' (use ISO 8601 between 1970 and 2262, "
+            "e.g. 2024-01-02T15:30:00Z)"
+        ) from None
+    if not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        raise ValueError(
+            f"time outside what NautilusTrader timestamps hold (1970 to 2262), was '{value}'"
+        )
+    return ns
 
 
 def now_ns() -> int:
@@ -130,6 +142,29 @@ def format_ns(ts: int | None) -> str | None:
     if ts is None:
         return None
     return pd.Timestamp(ts, unit="ns", tz="UTC").isoformat().replace("+00:00", "Z")
+
+
+def format_age(seconds: float) -> str:
+    """
+    Format a duration for people, in its two largest units (``"4d 3h"``, ``"12m 5s"``).
+
+    Parameters
+    ----------
+    seconds : float
+        The duration.
+
+    Returns
+    -------
+    str
+
+    """
+    left = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
 
 
 def bar_step_ns(bar_type: BarType) -> int:

@@ -168,7 +168,7 @@ def test_a_live_lock_makes_the_write_wait_then_give_up_without_costing_the_start
         doc = {"backfill": {"store": doc_store, "store_options": opts, "deadline": "3s",
                             "requests": [{"bar_type": EURUSD, "bars": 50, "end": _iso(T),
                                           "price_precision": 5, "size_precision": 0}],
-                            "sources": [{"name": "csv", "plugin": "csv", "path": str(path)}]}}
+                            "sources": [{"name": "csv", "plugin": "csv", "path": str(path), "write_back": True}]}}
         started = time.monotonic()
         result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
     report = result.report.requests[0]
