@@ -17,6 +17,7 @@ from nautilus_trader.model.objects import PRICE_MAX, PRICE_MIN, QUANTITY_MAX
 # The order is the precedence: a row is counted under the first reason that applies.
 REASONS = (
     "unparseable",
+    "bad_timestamp",
     "non_finite",
     "non_positive_price",
     "out_of_range",
@@ -69,17 +70,43 @@ class Validated:
 
 def _where(table: pa.Table, positions: np.ndarray) -> list[str]:
     names = table.column_names
-    rows = table.column("_row").take(pa.array(positions)).to_pylist() if "_row" in names else None
-    files = (
-        table.column("_file").take(pa.array(positions)).to_pylist() if "_file" in names else None
-    )
+    index = pa.array(positions)
+
+    def column(name: str) -> list[Any] | None:
+        return table.column(name).take(index).to_pylist() if name in names else None
+
+    rows, files, raws = column("_row"), column("_file"), column("_raw")
     out = []
     for i, pos in enumerate(positions):
-        where = f"row {rows[i]}" if rows is not None else f"bar {int(pos)}"
+        where = f"line {rows[i]}" if rows is not None else f"bar {int(pos)}"
         if files is not None and files[i] is not None:
             where = f"{files[i]}: {where}"
+        if raws is not None and raws[i] is not None:
+            where = f"{where} ({raws[i]})"
         out.append(where)
     return out
+
+
+def _step_name(step: int) -> str:
+    for unit, ns in (("day", 86_400 * 10**9), ("hour", 3_600 * 10**9), ("minute", 60 * 10**9)):
+        if step % ns == 0:
+            return f"{step // ns}-{unit}"
+    if step % 10**9 == 0:
+        return f"{step // 10**9}-second"
+    return f"{step // 10**6}-millisecond" if step % 10**6 == 0 else f"{step}-nanosecond"
+
+
+def _explain(reason: str, request: BarRequest) -> str:
+    # What a row should have been, where the row alone does not say.
+    if reason == "misaligned":
+        grid = alignment_step_ns(request.step_ns) or request.step_ns
+        utc = (
+            " (bars open at whole multiples of it from 00:00 UTC)" if grid >= 3_600 * 10**9 else ""
+        )
+        return f": not on the {_step_name(grid)} grid{utc}"
+    if reason == "bad_timestamp":
+        return ": outside what a Bar holds (1970 to 2262)"
+    return ""
 
 
 def _round_into(values: np.ndarray, decimals: int, out: np.ndarray) -> None:
@@ -97,6 +124,7 @@ def _check_chunk(
     rounded: list[np.ndarray],
     changed: np.ndarray,
     unparseable: np.ndarray,
+    bad_ts: np.ndarray,
     request: BarRequest,
     precisions: tuple[int, int],
     allow_non_positive_prices: bool,
@@ -109,10 +137,12 @@ def _check_chunk(
     o, h, lo, c, v = raw
     step = request.step_ns
     flag("unparseable", unparseable)
-    total = o + h
-    total += lo
-    total += c
-    total += v
+    flag("bad_timestamp", bad_ts)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: judged just below
+        total = o + h
+        total += lo
+        total += c
+        total += v
     if not np.isfinite(total).all():  # a sum of finite values can overflow: then look closer
         finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo)
         finite &= np.isfinite(c) & np.isfinite(v)
@@ -188,8 +218,13 @@ def validate(
         return Validated(BarArrays.empty())
     step = request.step_ns
     ts, ts_null = column_i64(table, "ts")
-    if result.timestamp_is == "close":
-        ts = ts - step
+    # Bar opens and closes must fit in 0..int64 max ns; sources mark worse ones BAD_TS.
+    shift = step if result.timestamp_is == "close" else 0
+    bad_ts = ~ts_null & ((ts < shift) | (ts > np.iinfo(np.int64).max - (step - shift)))
+    if bad_ts.any():
+        ts = np.where(bad_ts, shift, ts)
+    if shift:
+        ts = ts - shift
     raw = []
     unparseable = ts_null
     for name in ("open", "high", "low", "close", "volume"):
@@ -218,6 +253,7 @@ def validate(
             parts,
             changed[rows],
             unparseable[rows],
+            bad_ts[rows],
             request,
             (price_precision, size_precision),
             allow_non_positive_prices,
@@ -280,5 +316,6 @@ def validate(
         dropped[name] = count
         if name != "outside_window":
             first = np.flatnonzero(reason == code)[:MAX_EXAMPLES]
-            examples.extend(f"{name}: {w}" for w in _where(table, first))
+            why = _explain(name, request)
+            examples.extend(f"{name}: {w}{why}" for w in _where(table, first))
     return Validated(bars, dropped, n_rounded, examples)

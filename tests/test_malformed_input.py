@@ -10,8 +10,13 @@ import pytest
 from nautilus_backfill import orchestrator, validate
 from nautilus_backfill.errors import ConfigError
 
-REQ = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "start": "2024-01-01T00:00:00Z",
-       "end": "2024-01-02T00:00:00Z", "price_precision": 5, "size_precision": 0}
+REQ = {
+    "bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL",
+    "start": "2024-01-01T00:00:00Z",
+    "end": "2024-01-02T00:00:00Z",
+    "price_precision": 5,
+    "size_precision": 0,
+}
 HEADER = "timestamp,open,high,low,close,volume\n"
 
 
@@ -30,34 +35,40 @@ def test_each_bad_row_gets_its_reason(tmp_path, run, monkeypatch, chunk):
     # Checks run in slices of `chunk` rows; a slice edge must not change any verdict.
     monkeypatch.setattr(validate, "CHUNK", chunk)
     body = (
-        "2024-01-01T00:00:00Z,1.1,1.2,1.0,1.1,10\n"        # ok
-        "2024-01-01T00:01:00Z,nan,1.2,1.0,1.1,10\n"        # non_finite
-        "2024-01-01T00:02:00Z,1.1,inf,1.0,1.1,10\n"        # non_finite
-        "2024-01-01T00:03:00Z,1.1,1.0,1.2,1.1,10\n"        # ohlc_inconsistent (high < low)
-        "2024-01-01T00:04:00Z,1.1,1.2,1.0,1.1,-5\n"        # negative_volume
-        "2024-01-01T00:05:00Z,0,1.2,1.0,1.1,1\n"           # non_positive_price
-        "2024-01-01T00:06:30Z,1.1,1.2,1.0,1.1,1\n"         # misaligned
-        "2024-01-01T00:08:00Z,1.1,1.2,1.0,1.1,1\n"         # ok, out of order below
-        "2024-01-01T00:07:00Z,1.1,1.2,1.0,1.1,1\n"         # ok
-        "2024-01-01T00:08:00Z,1.1,1.3,1.0,1.1,1\n"         # duplicate
-        "not a timestamp,1.1,1.2,1.0,1.1,1\n"              # unparseable
-        "2024-01-01T00:09:00Z,abc,1.2,1.0,1.1,1\n"         # unparseable (junk value)
-        "2024-01-01T00:10:00Z,1.1,1.2\n"                   # unparseable (junk line)
+        "2024-01-01T00:00:00Z,1.1,1.2,1.0,1.1,10\n"  # ok
+        "2024-01-01T00:01:00Z,nan,1.2,1.0,1.1,10\n"  # non_finite
+        "2024-01-01T00:02:00Z,1.1,inf,1.0,1.1,10\n"  # non_finite
+        "2024-01-01T00:03:00Z,1.1,1.0,1.2,1.1,10\n"  # ohlc_inconsistent (high < low)
+        "2024-01-01T00:04:00Z,1.1,1.2,1.0,1.1,-5\n"  # negative_volume
+        "2024-01-01T00:05:00Z,0,1.2,1.0,1.1,1\n"  # non_positive_price
+        "2024-01-01T00:06:30Z,1.1,1.2,1.0,1.1,1\n"  # misaligned
+        "2024-01-01T00:08:00Z,1.1,1.2,1.0,1.1,1\n"  # ok, out of order below
+        "2024-01-01T00:07:00Z,1.1,1.2,1.0,1.1,1\n"  # ok
+        "2024-01-01T00:08:00Z,1.1,1.3,1.0,1.1,1\n"  # duplicate
+        "not a timestamp,1.1,1.2,1.0,1.1,1\n"  # unparseable
+        "2024-01-01T00:09:00Z,abc,1.2,1.0,1.1,1\n"  # unparseable (junk value)
+        "2024-01-01T00:10:00Z,1.1,1.2\n"  # unparseable (junk line)
         "2024-01-01T00:11:00Z,1.100000000001,1.2,1.0,1.1,1\n"  # ok, rounded
-        "2024-01-01T00:12:00Z,1e14,1e14,1e14,1e14,1\n"      # out_of_range (over PRICE_MAX)
-        "2024-01-01T00:13:00Z,1.1,1.2,1.0,1.1,1e20\n"       # out_of_range (over QUANTITY_MAX)
+        "2024-01-01T00:12:00Z,1e14,1e14,1e14,1e14,1\n"  # out_of_range (over PRICE_MAX)
+        "2024-01-01T00:13:00Z,1.1,1.2,1.0,1.1,1e20\n"  # out_of_range (over QUANTITY_MAX)
     )
     result = run([REQ], _src(_write(tmp_path, body)))
     report = result.report.requests[0]
     assert dict(report.dropped) == {
-        "non_finite": 2, "ohlc_inconsistent": 1, "negative_volume": 1, "non_positive_price": 1,
-        "misaligned": 1, "duplicate": 1, "unparseable": 3, "out_of_range": 2,
+        "non_finite": 2,
+        "ohlc_inconsistent": 1,
+        "negative_volume": 1,
+        "non_positive_price": 1,
+        "misaligned": 1,
+        "duplicate": 1,
+        "unparseable": 3,
+        "out_of_range": 2,
     }
     assert report.injected == 4 and report.rounded == 1
     (bars,) = result.bars.values()
     assert [b.ts_event for b in bars] == sorted(b.ts_event for b in bars)
     assert str(bars[1].high) == "1.20000"  # the first 00:08 row wins over its duplicate
-    assert any("bars.csv: row" in e for e in report.examples)
+    assert any("bars.csv: line" in e for e in report.examples)
 
 
 def test_incomplete_bar_is_never_injected(tmp_path, run):
@@ -71,7 +82,9 @@ def test_incomplete_bar_is_never_injected(tmp_path, run):
 
 def test_non_positive_prices_allowed_when_configured(tmp_path, run):
     body = "2024-01-01T00:00:00Z,-1,0,-2,-1,1\n"
-    report = run([dict(REQ, allow_non_positive_prices=True)], _src(_write(tmp_path, body))).report.requests[0]
+    report = run(
+        [dict(REQ, allow_non_positive_prices=True)], _src(_write(tmp_path, body))
+    ).report.requests[0]
     assert report.injected == 1
 
 
@@ -100,7 +113,9 @@ def test_truncated_gzip_is_a_clear_source_error(tmp_path, run):
 
 
 def test_unknown_timezone_is_a_config_error(tmp_path, run):
-    with pytest.raises(ConfigError, match=r"backfill.sources\[0\].*unknown time zone 'Mars/Olympus'"):
+    with pytest.raises(
+        ConfigError, match=r"backfill.sources\[0\].*unknown time zone 'Mars/Olympus'"
+    ):
         run([REQ], _src(tmp_path / "x.csv", timezone="Mars/Olympus"))
 
 
@@ -112,9 +127,15 @@ def test_naive_timestamps_use_the_configured_zone(tmp_path, run):
 
 
 def test_strict_source_falls_through_to_next(tmp_path, run):
-    bad = _write(tmp_path, "2024-01-01T00:00:00Z,1,0.5,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "bad.csv")
-    good = _write(tmp_path, "2024-01-01T00:00:00Z,1,1,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "good.csv")
-    result = run([REQ], [*_src(bad, strict=True), {"name": "good", "plugin": "csv", "path": str(good)}])
+    bad = _write(
+        tmp_path, "2024-01-01T00:00:00Z,1,0.5,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "bad.csv"
+    )
+    good = _write(
+        tmp_path, "2024-01-01T00:00:00Z,1,1,1,1,1\n2024-01-01T00:01:00Z,1,1,1,1,1\n", "good.csv"
+    )
+    result = run(
+        [REQ], [*_src(bad, strict=True), {"name": "good", "plugin": "csv", "path": str(good)}]
+    )
     report = result.report.requests[0]
     assert report.sources[0].status == "invalid"
     assert report.dropped == {"ohlc_inconsistent": 1, "source_rejected": 1}
@@ -123,9 +144,13 @@ def test_strict_source_falls_through_to_next(tmp_path, run):
 
 def test_cli_reports_bad_config_without_traceback(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[backfill]\ndeadline = "soon"\n[[backfill.requests]]\nbar_type = "X.Y-1-MINUTE-LAST-EXTERNAL"\nbars = 5\n')
+    cfg.write_text(
+        '[backfill]\ndeadline = "soon"\n[[backfill.requests]]\nbar_type = "X.Y-1-MINUTE-LAST-EXTERNAL"\nbars = 5\n'
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "nautilus_backfill.cli", "check", str(cfg)], capture_output=True, text=True,
+        [sys.executable, "-m", "nautilus_backfill.cli", "check", str(cfg)],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "backfill.deadline" in out.stderr and "soon" in out.stderr

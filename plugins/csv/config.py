@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import math
 import zoneinfo
 
 from nautilus_backfill.config import EDGES, SourceConfig
@@ -51,6 +53,11 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
     columns : CsvColumns, optional
         Column map; common names (timestamp, date, time, open, high, low, close, volume)
         are found without one, and headerless files default to ts, O, H, L, C, V positions.
+    price_scale : float, optional
+        Multiplies open, high, low and close, for files that store scaled integer prices
+        (``0.0001`` for LEAN equity files, which store deci-cents). Never inferred.
+    encoding : str, default "utf-8"
+        The file's text encoding (a Python codec name such as ``"latin-1"``).
 
     """
 
@@ -61,6 +68,8 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
     delimiter: str | None = None
     header: bool | None = None
     columns: CsvColumns | None = None
+    price_scale: float | None = None
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,5 +87,18 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
                 f"timestamp_format: must be one of {', '.join(TIMESTAMP_FORMATS)} or a strftime "
                 f"pattern, was '{self.timestamp_format}'",
             )
+        if self.price_scale is not None and not (
+            math.isfinite(self.price_scale) and 0 < self.price_scale < 1e12
+        ):
+            raise ValueError(
+                f"price_scale: must be a positive number (e.g. 0.0001), was {self.price_scale}"
+            )
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(
+                f"encoding: unknown encoding '{self.encoding}' (use a Python codec name such "
+                "as 'utf-8' or 'latin-1')",
+            ) from None
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"delimiter: must be one character, was '{self.delimiter}'")

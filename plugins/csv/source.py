@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 import csv as pycsv
 import gzip
+import os
+import stat
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from nautilus_backfill.errors import SourceError
@@ -22,10 +28,16 @@ from nautilus_backfill.source import (
     BarSource,
     SourceResult,
     Span,
-    empty_table,
     in_span,
 )
-from nautilus_backfill.timestamps import join_date_time, to_epoch_ns
+from nautilus_backfill.timestamps import (
+    TimestampError,
+    TimestampFormat,
+    join_date_time,
+    parse_timestamps,
+    resolve_format,
+    with_awareness,
+)
 from pyarrow import csv as pacsv
 
 _NAMES = {
@@ -39,16 +51,54 @@ _NAMES = {
     "volume": ("volume", "vol", "v"),
 }
 _VALUES = ("open", "high", "low", "close", "volume")
+_POSITIONAL = {"timestamp": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5}
 _BLOCK = 1 << 22
+_HEAD = 1 << 16
+# Count mode reads plain files at least this large from the end (when they are sorted).
+TAIL_MIN_BYTES = 1 << 20
+_PROBES = 32
+_OUT_SCHEMA = pa.schema([*BAR_SCHEMA, ("_row", pa.int64()), ("_raw", pa.string())])
 
 
 @dataclass
 class _Layout:
     delimiter: str
-    header: bool
-    names: list[str]
-    ts: list[str]  # one column, or date + time
-    values: dict[str, str | None]
+    skip: int  # lines before the first data line: blank lines and the header
+    width: int  # fields per data row
+    names: list[str]  # header names, or positions for a headerless file
+    ts: list[int]  # one column, or date + time
+    values: dict[str, int | None]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def used(self) -> list[int]:
+        return list(dict.fromkeys([*self.ts, *(v for v in self.values.values() if v is not None)]))
+
+    def label(self) -> str:
+        return " + ".join(f"'{self.names[i]}'" for i in self.ts)
+
+
+def _col(i: int) -> str:
+    return f"f{i}"
+
+
+def _check_file(path: str) -> int:
+    # Before any open(): opening a FIFO blocks until a writer comes.
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: file not found", status="empty") from None
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SourceError(
+            f"{path}: is a folder, not a file; set path to the files in it (e.g. {path}/*.csv)"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(
+            f"{path}: not a regular file (a FIFO, socket or device); point path at a file"
+        )
+    return st.st_size
 
 
 def _open_bytes(path: str) -> IO[bytes]:
@@ -71,9 +121,92 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _decode_head(path: str, head: bytes, encoding: str) -> str:
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    if utf8 and head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8) :]
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    nul = head.find(b"\x00")
+    if nul >= 0 and not wide:
+        raise SourceError(
+            f"{path}: not a text file (a NUL byte at offset {nul}); point path at CSV files"
+        )
+    try:
+        return codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except UnicodeDecodeError as e:
+        line = head[: e.start].count(b"\n") + 1
+        raise SourceError(
+            f"{path}: line {line} is not {encoding} text (byte 0x{head[e.start]:02x}); set "
+            'encoding = "latin-1" (or the encoding the file was saved in), or save it as UTF-8',
+        ) from None
+
+
+def _line_numbers(index: np.ndarray, skipped: np.ndarray, first: int) -> np.ndarray:
+    # The file line of each data row: rows are the lines from `first` on, minus `skipped`.
+    if not len(skipped):
+        return index + first
+    rel = np.sort(skipped - first)
+    rel = rel[rel >= 0]
+    gaps = rel - np.arange(len(rel))
+    return index + first + np.searchsorted(gaps, index, side="right")
+
+
+def _coerce_float(col: pa.Array) -> pa.Array:
+    text = pd.Series(col.to_numpy(zero_copy_only=False), dtype="object")
+    values = pd.to_numeric(text, errors="coerce")
+    # Junk becomes null (unparseable); a literal nan or inf stays (non_finite).
+    junk = values.isna() & ~text.astype(str).str.strip().str.lower().isin(["nan", "-nan", "+nan"])
+    return pa.array(values.to_numpy(dtype=np.float64), mask=junk.to_numpy())
+
+
+def _scale(col: pa.Array, scale: float) -> pa.Array:
+    # Dividing by 10000 is exact where multiplying by 0.0001 is not (1672500 -> 167.25).
+    inverse = 1.0 / scale
+    values = col.to_numpy(zero_copy_only=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if abs(inverse - round(inverse)) < 1e-9 * inverse:
+            out = values / round(inverse)
+        else:
+            out = values * scale
+    return pa.array(out, mask=pc.is_null(col).to_numpy(zero_copy_only=False))
+
+
+class _Newest:
+    # Count mode: the rows of the newest `limit` distinct timestamps seen so far, plus every
+    # row that has no usable timestamp (so it is counted). Bounded by the request, not the file.
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.good: pa.Table | None = None
+        self.other: list[pa.Table] = []
+        self.threshold: int | None = None
+
+    def add(self, table: pa.Table) -> None:
+        ts = table.column("ts")
+        usable = pc.fill_null(pc.greater_equal(ts, 0), False)
+        other = table.filter(pc.invert(usable))
+        if other.num_rows:
+            self.other.append(other)
+        good = table.filter(usable)
+        if self.threshold is not None:
+            good = good.filter(pc.greater_equal(good.column("ts"), self.threshold))
+        if not good.num_rows:
+            return
+        joined = good if self.good is None else pa.concat_tables([self.good, good])
+        values = joined.column("ts").to_numpy()
+        unique = np.unique(values)
+        if len(unique) > self.limit:
+            self.threshold = int(unique[-self.limit])
+            joined = joined.filter(pa.array(values >= self.threshold))
+        self.good = joined.combine_chunks() if joined.num_rows else None
+
+    def table(self) -> pa.Table | None:
+        parts = ([self.good] if self.good is not None else []) + self.other
+        return pa.concat_tables(parts) if parts else None
+
+
 class CsvBarSource(BarSource):
     """
-    Bars from CSV files: header or none, any delimiter, many timestamp layouts.
+    Bars from CSV files: header or none, any delimiter, unambiguous timestamp layouts.
     """
 
     config_type: ClassVar[type[CsvSourceConfig]] = CsvSourceConfig
@@ -99,72 +232,109 @@ class CsvBarSource(BarSource):
         files = expand(pattern, request.bar_type)
         if not files:
             raise SourceError(f"no file matches {pattern}", status="empty")
-        tables = [self._read(f, request, span) for f in files]
+        for f in files:
+            _check_file(f)
+        notes: list[str] = []
+        tables = [self._read(f, request, span, notes) for f in files]
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         table = _limit(table, span.limit)
-        return SourceResult(table, timestamp_is=self.config.timestamp_is)
+        return SourceResult(table, timestamp_is=self.config.timestamp_is, notes=notes)
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- layout --------------------------------------------------------------------------------
 
-    def _layout(self, path: str, head: bytes) -> _Layout:
+    def _layout(self, path: str, text: str, complete: bool) -> _Layout | None:
         cfg = self.config
-        text = head.decode("utf-8", errors="replace")
-        lines = [ln for ln in text.splitlines() if ln.strip()][:20]
-        if not lines:
-            raise SourceError(f"{path}: empty file", status="empty")
+        lines = text.splitlines()
+        if not complete and lines:
+            lines = lines[:-1]  # cut at the end of the head: may be partial
+        lead = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+        if lead is None:
+            return None
+        window = [ln for ln in lines[lead : lead + 40] if ln.strip()]
         delimiter = cfg.delimiter
         if delimiter is None:
             try:
-                delimiter = pycsv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+                delimiter = pycsv.Sniffer().sniff("\n".join(window), delimiters=",;\t|").delimiter
             except pycsv.Error:
                 delimiter = ","
-        first = next(pycsv.reader([lines[0]], delimiter=delimiter))
+        first = next(pycsv.reader([lines[lead]], delimiter=delimiter))
         header = cfg.header
         if header is None:
             header = not any(_is_number(f.strip()) or f.strip()[:1].isdigit() for f in first)
-        names = [f.strip() for f in first] if header else [f"f{i}" for i in range(len(first))]
-        return _Layout(delimiter, header, names, *self._columns(path, names, header, cfg.columns))
+        data = window[1:] if header else window
+        widths = Counter(len(r) for r in pycsv.reader(data[:20], delimiter=delimiter))
+        width = widths.most_common(1)[0][0] if widths else len(first)
+        if header:
+            names = [f.strip() for f in first]
+            while len(names) > width and not names[-1]:
+                names.pop()  # a trailing delimiter on the header line
+        else:
+            names = [str(i) for i in range(width)]
+        layout = _Layout(delimiter, lead + (1 if header else 0), width, names, [], {})
+        self._columns(path, layout, header, lead + 1)
+        return layout
 
-    def _columns(
-        self,
-        path: str,
-        names: list[str],
-        header: bool,
-        columns: CsvColumns | None,
-    ) -> tuple[list[str], dict[str, str | None]]:
-        lower = {n.lower(): n for n in names}
-
-        def pick(key: str, given: str | int | None, required: bool) -> str | None:
-            if given is not None:
-                if isinstance(given, int):
-                    if not 0 <= given < len(names):
-                        raise SourceError(
-                            f"{path}: columns.{key} = {given} is out of range "
-                            f"(the file has {len(names)} columns)",
-                        )
-                    return names[given]
-                if given in names:
-                    return given
-                if given.lower() in lower:
-                    return lower[given.lower()]
-                raise SourceError(
-                    f"{path}: column '{given}' (columns.{key}) not found; the header has: "
-                    f"{', '.join(names)}",
+    def _columns(self, path: str, layout: _Layout, header: bool, header_line: int) -> None:
+        cm = self.config.columns or CsvColumns()
+        names, width = layout.names, layout.width
+        wanted = {k: getattr(cm, k) for k in ("timestamp", "date", "time", *_VALUES)}
+        if header and len(names) != width:
+            given = [v for v in wanted.values() if v is not None]
+            if (
+                given
+                and all(isinstance(v, int) for v in given)
+                and (cm.timestamp is not None or (cm.date is not None and cm.time is not None))
+            ):
+                layout.notes.append(
+                    f"{Path(path).name}: the header has {len(names)} names for {width} fields "
+                    "a row; read by the positions in columns"
                 )
+                layout.names = [str(i) for i in range(width)]
+                header = False
+            else:
+                raise SourceError(self._width_message(path, names, width, header_line))
+        lower: dict[str, list[int]] = {}
+        for i, name in enumerate(layout.names if header else []):
+            lower.setdefault(name.lower(), []).append(i)
+
+        def by_name(key: str, name: str) -> int | None:
+            hits = lower.get(name.lower(), [])
+            if len(hits) > 1:
+                raise SourceError(
+                    f"{path}: the header has '{name}' {len(hits)} times (positions "
+                    f"{', '.join(map(str, hits))}, counting from 0); set columns.{key} to the "
+                    f"position to use, e.g. columns = {{ {key} = {hits[0]} }}",
+                )
+            return hits[0] if hits else None
+
+        def pick(key: str, given: str | int | None, required: bool) -> int | None:
+            if isinstance(given, int):
+                if not 0 <= given < width:
+                    raise SourceError(
+                        f"{path}: columns.{key} = {given} is past the last column (rows have "
+                        f"{width} fields: positions 0 to {width - 1})",
+                    )
+                return given
+            if isinstance(given, str):
+                if not header:
+                    raise SourceError(
+                        f"{path}: columns.{key} = '{given}' names a column, but the file has "
+                        f"no header line; give a position (0 to {width - 1})",
+                    )
+                found = by_name(key, given)
+                if found is None:
+                    raise SourceError(
+                        f"{path}: column '{given}' (columns.{key}) not found; the header has: "
+                        f"{', '.join(names)}",
+                    )
+                return found
             if not header:
-                positional = {
-                    "timestamp": 0,
-                    "open": 1,
-                    "high": 2,
-                    "low": 3,
-                    "close": 4,
-                    "volume": 5,
-                }
-                idx = positional.get(key)
-                return names[idx] if idx is not None and idx < len(names) else None
+                idx = _POSITIONAL.get(key)
+                return idx if idx is not None and idx < width else None
             for candidate in _NAMES[key]:
-                if candidate in lower:
-                    return lower[candidate]
+                found = by_name(key, candidate)
+                if found is not None:
+                    return found
             if required:
                 raise SourceError(
                     f"{path}: no '{key}' column in the header ({', '.join(names)}); "
@@ -172,52 +342,207 @@ class CsvBarSource(BarSource):
                 )
             return None
 
-        cm = columns or CsvColumns()
-        values = {k: pick(k, getattr(cm, k), k != "volume") for k in _VALUES}
+        layout.values = {k: pick(k, wanted[k], k != "volume") for k in _VALUES}
         if cm.date is not None or cm.time is not None:
             if cm.date is None or cm.time is None:
                 raise SourceError(
                     f"{path}: set both columns.date and columns.time, or columns.timestamp"
                 )
-            ts = [str(pick("date", cm.date, True)), str(pick("time", cm.time, True))]
+            layout.ts = [pick("date", cm.date, True), pick("time", cm.time, True)]  # type: ignore[list-item]
         elif cm.timestamp is not None:
-            ts = [str(pick("timestamp", cm.timestamp, True))]
+            layout.ts = [pick("timestamp", cm.timestamp, True)]  # type: ignore[list-item]
+        elif not header:
+            layout.ts = [0]
         else:
-            date = pick("date", None, False) if header else None
-            time = lower.get("time") if header else None
-            stamp = (
-                next((lower[c] for c in _NAMES["timestamp"][:-1] if c in lower), None)
-                if header
-                else None
-            )
+            stamp = None
+            for c in _NAMES["timestamp"][:-1]:
+                stamp = by_name("timestamp", c)
+                if stamp is not None:
+                    break
+            date = pick("date", None, False)
+            time = by_name("time", "time")
             if stamp is None and date is not None and time is not None:
-                ts = [date, time]
+                layout.ts = [date, time]
             else:
-                found = stamp or date or time or pick("timestamp", None, True)
-                ts = [str(found)]
-        return ts, values
+                found = stamp if stamp is not None else date if date is not None else time
+                if found is None:
+                    found = pick("timestamp", None, True)
+                layout.ts = [found]  # type: ignore[list-item]
 
-    def _read(self, path: str, request: BarRequest, span: Span) -> pa.Table:
+    @staticmethod
+    def _width_message(path: str, names: list[str], width: int, header_line: int) -> str:
+        keys: list[tuple[str, int]] = []
+        lower = [n.lower() for n in names]
+        for key in ("date", "time", "timestamp", *_VALUES):
+            for candidate in _NAMES[key]:
+                if candidate in lower and lower.index(candidate) < width:
+                    i = lower.index(candidate)
+                    if all(i != j for _, j in keys):
+                        keys.append((key, i))
+                    break
+        if any(k == "date" for k, _ in keys) and any(k == "time" for k, _ in keys):
+            keys = [(k, i) for k, i in keys if k != "timestamp"]
+        else:
+            keys = [(k, i) for k, i in keys if k not in ("date", "time")] or keys
+        example = ", ".join(f"{k} = {i}" for k, i in keys)
+        return (
+            f"{path}: line {header_line} (the header) has {len(names)} names but rows have "
+            f"{width} fields, so names cannot be matched to fields; fix the header line, or "
+            f"give every column by position (counting from 0), e.g. columns = {{ {example} }} "
+            "if the names line up from the left; check them against a data row"
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, path: str, request: BarRequest, span: Span, notes: list[str]) -> pa.Table:
+        size = _check_file(path)
         try:
             with _open_bytes(path) as fh:
-                head = fh.read(1 << 16)
-        except FileNotFoundError:
-            raise SourceError(f"{path}: file not found") from None
+                head = fh.read(_HEAD + 1)
         except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             raise SourceError(f"{path}: cannot read: {e}") from None
+        text = _decode_head(path, head[:_HEAD], self.config.encoding)
+        layout = self._layout(path, text, complete=len(head) <= _HEAD)
+        if layout is None:
+            raise SourceError(f"{path}: empty file", status="empty")
+        notes.extend(layout.notes)
+        plain = not path.endswith((".gz", ".zip"))
+        utf8 = codecs.lookup(self.config.encoding).name == "utf-8"
+        attempts = (True, False)
+        for typed in attempts:
+            try:
+                if span.limit is not None and plain and utf8 and size >= TAIL_MIN_BYTES:
+                    tail = self._read_tail(path, size, layout, request, span, typed)
+                    if tail is not None:
+                        return tail
+                return self._stream(path, layout, request, span, typed)
+            except pa.ArrowInvalid as e:
+                if "UTF8" in str(e) or "UTF-8" in str(e):
+                    raise SourceError(
+                        f"{path}: not UTF-8 text past its first lines; set encoding = "
+                        '"latin-1" (or the encoding the file was saved in), or save it as UTF-8',
+                    ) from None
+                if typed and "conversion error" in str(e).lower():
+                    continue  # a stray value in a numeric column: read as text, judge per value
+                raise SourceError(f"{path}: cannot parse CSV: {e}") from None
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+                raise SourceError(f"{path}: cannot read: {e}") from None
+        raise AssertionError("unreachable")
+
+    def _options(
+        self, layout: _Layout, typed: bool, skip: int, handler: Callable[[Any], str]
+    ) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+        types: dict[str, Any] = {}
+        for i in layout.values.values():
+            if i is not None:
+                types[_col(i)] = pa.float64() if typed else pa.string()
+        for i in layout.ts:
+            types[_col(i)] = pa.string()  # read as text: the format decides, not inference
+        read = pacsv.ReadOptions(
+            column_names=[_col(i) for i in range(layout.width)],
+            skip_rows=skip,
+            block_size=_BLOCK,
+            use_threads=False,  # so invalid rows come with their line numbers, in order
+            encoding=self.config.encoding,
+        )
+        parse = pacsv.ParseOptions(
+            delimiter=layout.delimiter, invalid_row_handler=handler, ignore_empty_lines=False
+        )
+        convert = pacsv.ConvertOptions(
+            include_columns=[_col(i) for i in layout.used],
+            column_types=types,
+            # Only empty fields are null, so a literal "nan" is non_finite, not unparseable.
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        )
+        return read, parse, convert
+
+    def _batches(
+        self,
+        path: str,
+        layout: _Layout,
+        typed: bool,
+        reader: Iterator[pa.RecordBatch],
+        skipped: list[int],
+        first_line: int,
+    ) -> Iterator[pa.Table]:
+        # Each batch as bars with `_idx` (data row number from 0) and `_raw`; blank lines gone.
+        fmt: TimestampFormat | None = None
+        row = 0
+        for batch in reader:
+            n = batch.num_rows
+            table = pa.Table.from_batches([batch])
+            raw = self._raw_timestamps(table, layout)
+            if fmt is None and raw.null_count < len(raw):
+                fmt = self._resolve(path, layout, raw, row, skipped, first_line)
+            try:
+                ts = (
+                    parse_timestamps(raw, fmt, self.config.timezone)
+                    if fmt is not None
+                    else pa.nulls(n, pa.int64())
+                )
+            except TimestampError as e:
+                raise self._locate(path, layout, e, row, skipped, first_line) from None
+            out: dict[str, Any] = {"ts": ts}
+            blank = pc.is_null(raw)
+            for key in _VALUES:
+                i = layout.values[key]
+                if i is None:
+                    out[key] = pa.array(np.zeros(n))
+                    continue
+                col = table.column(_col(i)).combine_chunks()
+                blank = pc.and_(blank, pc.is_null(col))
+                if not typed:
+                    col = _coerce_float(col)
+                if key != "volume" and self.config.price_scale is not None:
+                    col = _scale(col, self.config.price_scale)
+                out[key] = col
+            out["_idx"] = pa.array(np.arange(row, row + n, dtype=np.int64))
+            out["_raw"] = raw
+            bars = pa.table(out)
+            row += n
+            if pc.any(blank).as_py():
+                bars = bars.filter(pc.invert(blank))  # an empty line, not a bar
+            yield bars
+
+    def _raw_timestamps(self, table: pa.Table, layout: _Layout) -> pa.Array:
+        if len(layout.ts) == 2:
+            return join_date_time(
+                table.column(_col(layout.ts[0])), table.column(_col(layout.ts[1]))
+            )
+        col = table.column(_col(layout.ts[0]))
+        return pc.utf8_trim_whitespace(col.combine_chunks())
+
+    def _resolve(
+        self,
+        path: str,
+        layout: _Layout,
+        raw: pa.Array,
+        row: int,
+        skipped: list[int],
+        first_line: int,
+    ) -> TimestampFormat:
         try:
-            layout = self._layout(path, head)
-        except SourceError as e:
-            if e.status == "empty":
-                return empty_table()
-            raise
-        try:
-            return self._stream(path, layout, request, span, typed=True)
-        except pa.ArrowInvalid:
-            # A stray value in a numeric column: read as text and coerce per value.
-            return self._stream(path, layout, request, span, typed=False)
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-            raise SourceError(f"{path}: cannot read: {e}") from None
+            fmt = resolve_format(raw, self.config.timestamp_format)
+        except TimestampError as e:
+            raise SourceError(f"{e.located(f'{path}: column {layout.label()}', [])}") from None
+        return with_awareness(fmt, raw)
+
+    def _locate(
+        self,
+        path: str,
+        layout: _Layout,
+        e: TimestampError,
+        row: int,
+        skipped: list[int],
+        first_line: int,
+    ) -> SourceError:
+        index = np.array([row + p for p in e.positions], dtype=np.int64)
+        lines = _line_numbers(index, np.array(skipped, dtype=np.int64), first_line)
+        return SourceError(
+            e.located(f"{path}: column {layout.label()}", [f"line {n}" for n in lines])
+        )
 
     def _stream(
         self,
@@ -227,113 +552,100 @@ class CsvBarSource(BarSource):
         span: Span,
         typed: bool,
     ) -> pa.Table:
-        used = [c for c in (*layout.ts, *layout.values.values()) if c is not None]
-        types: dict[str, Any] = {}
-        for name in layout.values.values():
-            if name is not None:
-                types[name] = pa.float64() if typed else pa.string()
-        if not typed:
-            for name in layout.ts:
-                types[name] = pa.string()
-        bad_rows: list[int] = []
+        skipped: list[int] = []
+        bad: list[tuple[int, str]] = []
 
         def skip(row: Any) -> str:
-            bad_rows.append(row.number if row.number is not None else -1)
+            number = row.number if row.number is not None else 0
+            skipped.append(number)
+            if row.text.strip():
+                bad.append((number, row.text[:60]))
             return "skip"
 
-        read = pacsv.ReadOptions(
-            column_names=None if layout.header else layout.names,
-            block_size=_BLOCK,
-            use_threads=True,
-        )
-        parse = pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=skip)
-        convert = pacsv.ConvertOptions(
-            include_columns=list(dict.fromkeys(used)),
-            column_types=types,
-            # Only empty fields are null, so a literal "nan" is non_finite, not unparseable.
-            null_values=[""],
-            strings_can_be_null=True,
-        )
-        pieces = []
-        row = 0
+        read, parse, convert = self._options(layout, typed, layout.skip, skip)
         step = request.step_ns
         shift = step if self.config.timestamp_is == "close" else 0
-        try:
-            with _open_bytes(path) as fh:
+        newest = _Newest(span.limit) if span.limit is not None else None
+        pieces: list[pa.Table] = []
+        first_line = layout.skip + 1
+        with _open_bytes(path) as fh:
+            try:
                 reader = pacsv.open_csv(
                     fh, read_options=read, parse_options=parse, convert_options=convert
                 )
-                for batch in reader:
-                    n = batch.num_rows
-                    table = self._to_bars(pa.Table.from_batches([batch]), layout, typed)
-                    keep = in_span(table.column("ts"), span, shift, step)
-                    rows = pa.array(np.arange(row + 1, row + n + 1, dtype=np.int64))
-                    table = table.append_column("_row", rows).filter(keep)
-                    pieces.append(table)
-                    row += n
-        except pa.ArrowInvalid as e:
-            if "Empty CSV file" in str(e):
-                return empty_table()
-            if typed and "conversion error" in str(e).lower():
-                raise
-            raise SourceError(f"{path}: cannot parse CSV: {e}") from None
-        result = (
-            pa.concat_tables(pieces)
-            if pieces
-            else empty_table().append_column("_row", pa.array([], pa.int64()))
-        )
-        if bad_rows:
-            nulls = pa.table(
-                {
-                    **{f.name: pa.nulls(len(bad_rows), f.type) for f in BAR_SCHEMA},
-                    "_row": pa.array(bad_rows, pa.int64()),
-                },
+            except pa.ArrowInvalid as e:
+                if "Empty CSV file" in str(e):
+                    reader = iter(())  # type: ignore[assignment]
+                else:
+                    raise
+            for bars in self._batches(path, layout, typed, reader, skipped, first_line):
+                bars = bars.filter(_wanted(bars.column("ts"), span, shift, step))
+                if newest is not None:
+                    newest.add(bars)
+                elif bars.num_rows:
+                    pieces.append(bars)
+        if newest is not None:
+            kept = newest.table()
+            pieces = [kept] if kept is not None else []
+        return self._finish(path, pieces, skipped, bad, first_line)
+
+    def _finish(
+        self,
+        path: str,
+        pieces: list[pa.Table],
+        skipped: list[int],
+        bad: list[tuple[int, str]],
+        first_line: int,
+        lines: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> pa.Table:
+        parts = []
+        for piece in pieces:
+            index = piece.column("_idx").to_numpy()
+            if lines is not None:
+                rows = lines(index)
+            else:
+                rows = _line_numbers(index, np.array(skipped, dtype=np.int64), first_line)
+            cols = {f.name: piece.column(f.name) for f in BAR_SCHEMA}
+            parts.append(
+                pa.table({**cols, "_row": rows, "_raw": piece.column("_raw")}, _OUT_SCHEMA)
             )
-            result = pa.concat_tables([result, nulls])
-        return result.append_column(
-            "_file", pa.array([Path(path).name] * result.num_rows, pa.string()).dictionary_encode()
-        )
+        if bad:
+            parts.append(
+                pa.table(
+                    {
+                        **{f.name: pa.nulls(len(bad), f.type) for f in BAR_SCHEMA},
+                        "_row": pa.array([b[0] for b in bad], pa.int64()),
+                        "_raw": pa.array([b[1] for b in bad], pa.string()),
+                    },
+                    _OUT_SCHEMA,
+                ),
+            )
+        result = pa.concat_tables(parts) if parts else _OUT_SCHEMA.empty_table()
+        name = pa.array([Path(path).name] * result.num_rows, pa.string()).dictionary_encode()
+        return result.append_column("_file", name)
 
-    def _to_bars(self, table: pa.Table, layout: _Layout, typed: bool) -> pa.Table:
-        cfg = self.config
-        if len(layout.ts) == 2:
-            raw = join_date_time(table.column(layout.ts[0]), table.column(layout.ts[1]))
-        else:
-            raw = table.column(layout.ts[0])
-        ts = to_epoch_ns(raw, cfg.timestamp_format, cfg.timezone)
-        out: dict[str, Any] = {"ts": ts}
-        n = table.num_rows
-        for key in _VALUES:
-            name = layout.values[key]
-            if name is None:
-                out[key] = pa.array(np.zeros(n))
-                continue
-            col = table.column(name)
-            if not typed:
-                col = _coerce_float(col)
-            out[key] = col
-        return pa.table(out, schema=BAR_SCHEMA)
+    def _read_tail(
+        self,
+        path: str,
+        size: int,
+        layout: _Layout,
+        request: BarRequest,
+        span: Span,
+        typed: bool,
+    ) -> pa.Table | None:
+        return None
 
 
-def _coerce_float(col: pa.ChunkedArray) -> pa.Array:
-    import pandas as pd
-
-    text = pd.Series(col.to_numpy(zero_copy_only=False), dtype="object")
-    values = pd.to_numeric(text, errors="coerce")
-    # Junk becomes null (unparseable); a literal nan or inf stays (non_finite).
-    junk = values.isna() & ~text.astype(str).str.strip().str.lower().isin(["nan", "-nan", "+nan"])
-    return pa.array(values.to_numpy(dtype=np.float64), mask=junk.to_numpy())
+def _wanted(ts: pa.Array | pa.ChunkedArray, span: Span, shift: int, step: int) -> pa.Array:
+    # Rows in the span, and rows without a usable timestamp (kept so they are counted).
+    keep = in_span(ts, span, shift, step)
+    return pc.or_(keep, pc.fill_null(pc.less(ts, 0), True))
 
 
 def _limit(table: pa.Table, limit: int | None) -> pa.Table:
-    """Keep unparseable rows and the rows of the newest `limit` distinct timestamps."""
+    """Keep rows without a usable timestamp and the rows of the newest `limit` timestamps."""
     if limit is None or table.num_rows <= limit:
         return table
-    ts = table.column("ts")
-    valid = pc.drop_null(ts).to_numpy()
-    unique = np.unique(valid)
-    if len(unique) <= limit:
-        return table
-    threshold = unique[-limit]
-    keep = pc.fill_null(pc.greater_equal(ts, threshold), True)
-    return table.filter(keep)
+    newest = _Newest(limit)
+    newest.add(table)
+    return newest.table() or table.slice(0, 0)
