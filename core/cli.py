@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from nautilus_backfill.errors import BackfillError
@@ -33,17 +34,27 @@ def plugins(as_json: bool) -> None:
         registry = default_registry()
     except BackfillError as e:
         _fail(str(e))
+
+    def hooks(plugin: str) -> list[str]:
+        callers = registry.pm.get_hookcallers(registry.pm.get_plugin(plugin)) or []
+        return sorted(h.name for h in callers)
+
     rows = [
         {
             "name": e.name,
             "plugin": e.plugin,
             "package": e.package,
             "version": e.version,
-            "hooks": sorted(
-                h.name for h in registry.pm.get_hookcallers(registry.pm.get_plugin(e.plugin)) or []
-            ),
+            "hooks": hooks(e.plugin),
         }
         for e in registry.entries.values()
+    ]
+    # Plugins that register no source (only validate_bars, say) are listed under their name.
+    with_sources = {e.plugin for e in registry.entries.values()}
+    rows += [
+        {"name": name, "plugin": name, "package": package, "version": version, "hooks": hooks(name)}
+        for name, (package, version) in sorted(registry.plugins.items())
+        if name not in with_sources
     ]
     broken = [{"name": n, "error": err} for n, err in sorted(registry.broken.items())]
     if as_json:
@@ -60,13 +71,18 @@ def plugins(as_json: bool) -> None:
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 def check(config: Path) -> None:
-    """Validate CONFIG; exit 0 when it is valid, 2 otherwise."""
+    """Validate CONFIG without any network; exit 0 when it is valid, 2 otherwise."""
     from nautilus_backfill.orchestrator import Backfill
 
     try:
         backfill = Backfill.from_toml(config)
     except BackfillError as e:
         _fail(str(e))
+    problems = backfill.check()
+    for problem in problems:
+        click.echo(f"error: {config}: {problem}", err=True)
+    if problems:
+        sys.exit(2)
     n, m = len(backfill.config.requests), len(backfill.config.sources)
     click.echo(f"{config}: ok ({n} request{'s' * (n != 1)}, {m} source{'s' * (m != 1)})")
 
@@ -168,22 +184,120 @@ def store() -> None:
     """Inspect a write-through store (a ParquetDataCatalog root or fsspec URL)."""
 
 
-@store.command("info")
-@click.argument("url")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def store_info(url: str, as_json: bool) -> None:
-    """List bar types, spans, bar counts and known holes in the store at URL."""
-    from nautilus_backfill.store import BarStore
+def _store_args(
+    url: str | None, options: tuple[str, ...], config: Path | None
+) -> tuple[str, dict[str, Any]]:
+    # The URL and store_options from the command line, or from a backfill TOML's [backfill].
+    opts: dict[str, Any] = {}
+    if config is not None:
+        import tomllib
+
+        try:
+            doc = tomllib.loads(config.read_text())
+        except (OSError, ValueError) as e:
+            _fail(f"{config}: cannot read it: {e}")
+        section = doc.get("backfill", {}) if isinstance(doc, dict) else {}
+        stored = section.get("store_options") or {}
+        if not isinstance(stored, dict):
+            _fail(f"{config}: backfill.store_options must be a table of KEY = VALUE")
+        opts.update(stored)
+        if url is None:
+            url = section.get("store")
+            if not isinstance(url, str) or not url:
+                _fail(f"{config}: no backfill.store; give the store URL as an argument")
+            if "://" not in url and not Path(url).is_absolute():
+                url = str((config.parent / url).resolve())
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--option {item!r}: expected KEY=VALUE, e.g. --option endpoint_url=http://...")
+        opts[key.strip()] = _option_value(value)
+    if url is None:
+        _fail("give the store URL, or --config with a backfill TOML that names it")
+    assert url is not None
+    return url, opts
+
+
+def _option_value(text: str) -> Any:
+    # Numbers and true/false as TOML would read them; anything else stays a string.
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _open_store(url: str, opts: dict[str, Any]) -> Any:
+    from nautilus_backfill.store import BarStore, redact
 
     try:
-        rows = BarStore(url).info()
-    except (BackfillError, OSError) as e:
-        _fail(f"{url}: {e}")
+        return BarStore(url, opts)
+    except Exception as e:  # an unknown protocol, a missing extra, bad options
+        _store_fail(redact(f"{url}: cannot open the store: {_describe(e)}", opts))
+
+
+def _describe(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}" if not isinstance(e, BackfillError) else str(e)
+    lowered = text.lower()
+    if any(w in lowered for w in ("credential", "access denied", "forbidden", "signature")):
+        text += (
+            " (the store needs credentials: pass them with --option key=... --option "
+            "secret=..., or --config with the backfill TOML whose store_options has them)"
+        )
+    return text
+
+
+def _store_fail(message: str) -> None:
+    _fail(message)
+
+
+_STORE_OPTS = [
+    click.option(
+        "--option",
+        "options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A store option for fsspec (endpoint_url, key, secret, ...); repeatable.",
+    ),
+    click.option(
+        "--config",
+        type=click.Path(path_type=Path),
+        help="A backfill TOML: the store and store_options come from its [backfill] table.",
+    ),
+]
+
+
+def _with_store_opts(f: Any) -> Any:
+    for option in reversed(_STORE_OPTS):
+        f = option(f)
+    return f
+
+
+@store.command("info")
+@click.argument("url", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_with_store_opts
+def store_info(
+    url: str | None, as_json: bool, options: tuple[str, ...], config: Path | None
+) -> None:
+    """List bar types, spans, bar counts and known holes in the store at URL."""
+    url, opts = _store_args(url, options, config)
+    bs = _open_store(url, opts)
+    try:
+        rows = bs.info()
+    except Exception as e:  # unreachable, no permission, no credentials: a message, no trace
+        _store_fail(bs.redacted(f"{url}: cannot read the store: {_describe(e)}"))
+    shown = bs.redacted()
+    notes = bs.take_notes()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"store": shown, "bar_types": rows, "notes": notes}, indent=2))
         return
     if not rows:
-        click.echo(f"{url}: no bars")
+        click.echo(f"{shown}: no bars")
     for r in rows:
         click.echo(
             f"{r['bar_type']}: {r['bars']} bars in {r['files']} file(s), "
@@ -193,28 +307,48 @@ def store_info(url: str, as_json: bool) -> None:
             click.echo(f"  answered  {a} .. {b}")
         for a, b in r["holes"]:
             click.echo(f"  hole      {a} .. {b}")
+    for n in notes:
+        click.echo(f"note: {n}")
 
 
 @store.command("verify")
-@click.argument("url")
-def store_verify(url: str) -> None:
+@click.argument("url", required=False)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Also remove what interrupted writes left and quarantine unreadable files "
+    "(every backfill does this on its own when it opens a bar type).",
+)
+@_with_store_opts
+def store_verify(
+    url: str | None, repair: bool, options: tuple[str, ...], config: Path | None
+) -> None:
     """Read and check every file of the store at URL; exit 1 if anything is wrong."""
-    from nautilus_backfill.store import BarStore
-
+    url, opts = _store_args(url, options, config)
+    bs = _open_store(url, opts)
     try:
-        bs = BarStore(url)
-        problems = bs.verify()
+        problems = bs.verify(repair=repair)
         files = sum(len(bs.files(name, live_only=False)) for name in bs.bar_types())
-        debris = bs.debris()
-    except (BackfillError, OSError) as e:
-        _fail(f"{url}: {e}")
-    for path in debris:
-        click.echo(
-            f"note: {path}: left by an interrupted write; skipped, removed on the next write"
-        )
+    except Exception as e:  # unreachable, no permission, no credentials: a message, no trace
+        _store_fail(bs.redacted(f"{url}: cannot read the store: {_describe(e)}"))
+    for n in bs.take_notes():
+        click.echo(f"note: {n}")
     for p in problems:
         click.echo(p)
-    click.echo(f"{url}: {files} file(s) checked, {len(problems)} problem(s)")
+    shown = bs.redacted()
+    if repair and problems:
+        try:
+            left = bs.verify()
+        except Exception as e:  # as above
+            _store_fail(bs.redacted(f"{url}: cannot read the store: {_describe(e)}"))
+        for p in left:
+            click.echo(f"still: {p}")
+        click.echo(
+            f"{shown}: {files} file(s) checked, {len(problems)} problem(s), "
+            f"{len(problems) - len(left)} repaired"
+        )
+        sys.exit(1 if left else 0)
+    click.echo(f"{shown}: {files} file(s) checked, {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
 
 

@@ -303,7 +303,7 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
 
 
 _AT = re.compile(r"\s*-\s*at\s*`\$(.*)`\s*$")
-_FIELD = re.compile(r"^(\w+): (.*)$", re.S)
+_FIELD = re.compile(r"^([\w.\[\]]+): (.*)$", re.S)
 
 
 def _message(error: msgspec.ValidationError, prefix: str) -> str:
@@ -473,10 +473,11 @@ def config_from_dict(
         raise ConfigError(f"{origin}: {e}") from None
     if not config.requests:
         raise ConfigError(f"{origin}: backfill.requests: add at least one [[backfill.requests]]")
-    config = msgspec.structs.replace(config, sources=sources)
     if not sources and config.store is None:
         raise ConfigError(f"{origin}: backfill.sources: add a [[backfill.sources]] or a `store`")
     try:
+        # `replace` runs __post_init__ again, now with the sources in place.
+        config = msgspec.structs.replace(config, sources=sources)
         config.__post_init__()
     except ValueError as e:
         raise ConfigError(f"{origin}: backfill.{e}") from None

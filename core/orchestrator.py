@@ -132,6 +132,41 @@ class Backfill:
         registry = registry or default_registry()
         return cls(load_config(path, registry=registry), registry=registry)
 
+    def check(self) -> list[str]:
+        """
+        Return the problems that can be found without any network, one line each.
+
+        Every source's ``check`` is asked about every request (missing files, columns the
+        header lacks, values out of range); each line starts with the key path.
+
+        Returns
+        -------
+        list[str]
+
+        """
+        now = now_ns()
+        requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
+        context = SourceContext(Path(self.config.base_dir or "."), None)
+        problems: list[str] = []
+        for i, cfg in enumerate(self.config.sources):
+            key = f"backfill.sources[{i}]"
+            try:
+                source = self.registry.get(cfg.plugin)(cfg, context)
+            except Exception as e:
+                problems.append(f"{key}: {_describe(e)}")
+                continue
+            try:
+                found = source.check(requests)
+                if not isinstance(found, list):
+                    raise TypeError(f"check returned {type(found).__name__}, not a list")
+                problems.extend(f"{key}.{p}" for p in found)
+            except Exception as e:  # a plugin's check must not hide the others' findings
+                problems.append(f"{key}: plugin '{cfg.plugin}' check failed: {_describe(e)}")
+            finally:
+                with contextlib.suppress(Exception):
+                    source.close()
+        return problems
+
     # -- pipeline ------------------------------------------------------------------------------
 
     def fetch(
@@ -291,7 +326,7 @@ class Backfill:
                 errors.append(None)
             except Exception as e:
                 sources.append(None)
-                errors.append(str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}")
+                errors.append(_describe(e))
         return sources, errors
 
     def _fetch_request(
@@ -536,6 +571,10 @@ class Backfill:
             f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
             f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
         )
+
+
+def _describe(e: Exception) -> str:
+    return str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
 
 
 def _answered(span: Span, result: SourceResult, step: int) -> P.Interval:
