@@ -361,6 +361,9 @@ class IBSimulator:
                            "Historical data request pacing violation")
                 return
             if late and sc.fail_with == "close":
+                # Let the answers already sent be read: closing with unread input resets the
+                # connection, and the client would lose them in its own buffers.
+                time.sleep(0.2)
                 conn.close()
                 return
             if sc.connectivity_lost:

@@ -15,6 +15,12 @@ EURUSD = "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
 END = "2021-01-05T21:00:00Z"  # 16:00 New York, the close of the recorded AAPL session
 
 
+@pytest.fixture(autouse=True)
+def pacing_state(tmp_path, monkeypatch):
+    # The pacing history of these runs must not reach the user's own state folder.
+    monkeypatch.setenv("NAUTILUS_BACKFILL_STATE_DIR", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def simulator(shared):
     sims = []

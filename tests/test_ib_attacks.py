@@ -38,11 +38,20 @@ def simulator(shared):
 
 
 def _ib(sim, **kw):
-    return {"name": "ib", "plugin": "ib", "port": sim.port, "timeout": "3s", "connect_timeout": "1s", **kw}
+    return {
+        "name": "ib",
+        "plugin": "ib",
+        "port": sim.port,
+        "timeout": "3s",
+        "connect_timeout": "1s",
+        **kw,
+    }
 
 
 def _fetch(registry, requests, sources, **kw):
-    cfg = config_from_dict({"backfill": {"requests": requests, "sources": sources, **kw}}, registry=registry)
+    cfg = config_from_dict(
+        {"backfill": {"requests": requests, "sources": sources, **kw}}, registry=registry
+    )
     started = time.monotonic()
     result = Backfill(cfg, registry=registry).fetch()
     for r in result.report.requests:
@@ -52,12 +61,17 @@ def _fetch(registry, requests, sources, **kw):
 
 def _five_second(symbol="AAPL", hours=5):
     # `hours` requests of 3600 S, IB's longest for 5-second bars, on a day with bars every hour.
-    return {"bar_type": f"{symbol}.NASDAQ-5-SECOND-LAST-EXTERNAL", "start": "2024-03-04T00:00:00Z",
-            "end": f"2024-03-04T{hours:02d}:00:00Z"}
+    return {
+        "bar_type": f"{symbol}.NASDAQ-5-SECOND-LAST-EXTERNAL",
+        "start": "2024-03-04T00:00:00Z",
+        "end": f"2024-03-04T{hours:02d}:00:00Z",
+    }
 
 
 @pytest.mark.parametrize("kind", ["identical", "conflicting"])
-def test_a_gateway_repeating_bars_has_every_repeat_counted_and_the_first_kept(registry, simulator, kind):
+def test_a_gateway_repeating_bars_has_every_repeat_counted_and_the_first_kept(
+    registry, simulator, kind
+):
     sim = simulator(repeat=kind)
     result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [_ib(sim)])
     report = result.report.requests[0]
@@ -72,3 +86,129 @@ def test_a_gateway_repeating_bars_has_every_repeat_counted_and_the_first_kept(re
         # The first of each pair is the one kept: the recorded close, not the cent-higher repeat.
         bars = result.bars[BarType.from_str(AAPL)]
         assert str(bars[0].close) == "221.81", bars[0]  # 14:20 New York, as recorded
+
+
+@pytest.mark.parametrize(
+    ("fail_with", "status"), [("stall", "timeout"), ("pacing", "pacing"), ("close", "disconnected")]
+)
+def test_bars_that_arrived_before_a_failure_mid_download_are_kept(
+    registry, simulator, fail_with, status
+):
+    sim = simulator(fail_after=2, fail_with=fail_with, time_scale=0.01)
+    result, elapsed = _fetch(
+        registry, [_five_second()], [_ib(sim, use_rth=False, pacing_scale=0.01)], deadline="6s"
+    )
+    report = result.report.requests[0]
+    ib = report.sources[0]
+    assert ib.status == status, ib.to_dict()
+    # Two answered requests of an hour of 5-second bars each: 1,440 bars, all counted and used.
+    assert sim.bars_sent == 1440
+    assert ib.received == 1440 and ib.used == 1440 and report.injected == 1440, report.to_dict()
+    assert elapsed < 5.0
+
+
+def test_a_socket_closed_during_contract_lookup_is_disconnected(registry, simulator):
+    sim = simulator(close_on_contract=True)
+    result, _ = _fetch(
+        registry,
+        [{"bar_type": AAPL, "bars": 10, "end": END, "price_precision": 2, "size_precision": 0}],
+        [_ib(sim)],
+    )
+    ib = result.report.requests[0].sources[0]
+    assert ib.status == "disconnected", ib.to_dict()
+    assert "closed the connection" in ib.error
+
+
+def test_an_unreadable_frame_is_the_attempts_error_not_a_thread_traceback(
+    registry, simulator, monkeypatch
+):
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args))
+    sim = simulator(bad_frame=True)
+    result, _ = _fetch(
+        registry,
+        [{"bar_type": AAPL, "bars": 10, "end": END, "price_precision": 2, "size_precision": 0}],
+        [_ib(sim)],
+    )
+    ib = result.report.requests[0].sources[0]
+    assert crashed == []
+    assert ib.status == "bad_message", ib.to_dict()
+    assert "could not read a message" in ib.error and "1.2.3" in ib.error
+
+
+def test_two_starts_in_a_row_keep_to_60_requests_per_10_minutes(registry, simulator, pacing_state):
+    scale = 0.005  # 10 minutes become 3 s
+    sim = simulator(time_scale=scale)
+    for _ in range(2):
+        # 40 requests of an hour of 5-second bars: 80 in all, more than one window allows.
+        requests = [
+            _five_second(symbol, hours=8) for symbol in ("AAPL", "MSFT", "AMZN", "GOOG", "META")
+        ]
+        result, _ = _fetch(
+            registry,
+            requests,
+            [_ib(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
+            deadline="30s",
+        )
+        assert all(r.injected == 8 * 720 for r in result.report.requests)
+    assert len(sim.requests) == 80
+    assert sim.violations == []
+    assert list(pacing_state.glob("ib-pacing-*.json")), "the history was not kept"
+
+
+def test_two_processes_at_once_share_one_pacing_history(registry, simulator, pacing_state):
+    scale = 0.005
+    sim = simulator(time_scale=scale)
+    results = []
+
+    def start(symbols):
+        requests = [_five_second(symbol, hours=8) for symbol in symbols]
+        results.append(
+            _fetch(
+                registry,
+                requests,
+                [_ib(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
+                deadline="30s",
+            )[0]
+        )
+
+    # Two backfills with their own connections and limiters: only the state file links them.
+    threads = [
+        threading.Thread(target=start, args=(s,))
+        for s in (("AAPL", "MSFT", "AMZN", "GOOG", "META"), ("NVDA", "TSLA", "NFLX", "INTC", "AMD"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sim.requests) == 80 and sim.violations == []
+    assert all(r.injected == 8 * 720 for res in results for r in res.report.requests)
+
+
+def test_a_stalled_download_returns_what_came_before_the_spans_deadline(simulator):
+    from pathlib import Path
+
+    from nautilus_backfill.config import BarRequestConfig
+    from nautilus_backfill.orchestrator import build_request
+    from nautilus_backfill.plugins.ib import IBBarSource, IBSourceConfig
+    from nautilus_backfill.source import SourceContext, Span
+
+    sim = simulator(fail_after=2, fail_with="stall")
+    source = IBBarSource(
+        IBSourceConfig(name="ib", plugin="ib", port=sim.port, use_rth=False, timeout="60s"),
+        SourceContext(Path(".")),
+    )
+    request = build_request(BarRequestConfig(**_five_second()), 0)
+    started = time.monotonic()
+    try:
+        # The source's own timeout is a minute; the span's deadline, 1.5 s away, comes first.
+        result = source.fetch(
+            request, Span(request.start_ns, request.end_ns, deadline=started + 1.5)
+        )
+    finally:
+        source.close()
+    elapsed = time.monotonic() - started
+    assert 1.0 < elapsed < 1.5, elapsed
+    assert result.table.num_rows == 1440 == sim.bars_sent
+    assert result.failure is not None and result.failure.status == "timeout"
+    assert "did not answer 3 of 5 requests" in str(result.failure)

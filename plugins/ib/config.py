@@ -35,6 +35,12 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
         Overrides the ``whatToShow`` derived from the bar type's price type.
     pacing_scale : float, default 1.0
         Scales IB's pacing windows (15 s, 2 s, 10 min). Test-only: below 1 it breaks IB's rules.
+    max_in_flight : int, default 50
+        Historical requests open at once, across bar types and chunks (IB allows 50).
+    pacing_state : str, optional
+        The folder that keeps the pacing history between runs and processes (default
+        ``$NAUTILUS_BACKFILL_STATE_DIR``, else ``$XDG_STATE_HOME/nautilus-backfill``, else
+        ``~/.local/state/nautilus-backfill``).
 
     """
 
@@ -47,6 +53,8 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
     use_rth: bool = True
     what_to_show: str | None = None
     pacing_scale: float = 1.0
+    max_in_flight: int = 50
+    pacing_state: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,3 +71,8 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
             raise ValueError("client_id_attempts: must be at least 1")
         if not 0 < self.pacing_scale <= 1:
             raise ValueError("pacing_scale: must be in (0, 1]")
+        if not 1 <= self.max_in_flight <= 50:
+            raise ValueError(
+                f"max_in_flight: must be 1..50 (IB allows 50 open requests), was "
+                f"{self.max_in_flight}"
+            )

@@ -25,14 +25,18 @@ from nautilus_backfill.errors import SourceError
 
 # Informational codes TWS sends as "errors" (farm status, warnings).
 INFO_CODES = frozenset({2100, 2104, 2106, 2107, 2108, 2119, 2158, 2168, 2169, 2176})
-# Codes that end the connection, not one request.
+# Codes that end the connection, not one request. 507 and 508 are the TWS API client's own:
+# a message it could not read, after which the stream cannot be trusted.
 CONNECTION_CODES = {
     326: "client_id_in_use",
     502: "refused",
     504: "disconnected",
+    507: "bad_message",
+    508: "bad_message",
     1100: "disconnected",
     1300: "disconnected",
 }
+UNREADABLE = 508
 
 
 @dataclass
@@ -82,6 +86,7 @@ class IBConnection(EWrapper, EClient):
         self._loop: threading.Thread | None = None
         self.fatal: IBError | None = None
         self.notices: list[IBError] = []
+        self.accounts: list[str] = []
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -158,6 +163,33 @@ class IBConnection(EWrapper, EClient):
                     self.fatal = IBError(-1, 504, "the gateway closed the connection")
                 self._drop()
                 return
+
+    def run(self) -> None:
+        """
+        The message loop: ``EClient.run``, with a message it cannot read ending the connection.
+
+        ``EClient.run`` lets a decoding error escape its thread (a traceback on stderr, and
+        the bars of the message lost without a word). Here it becomes the connection's fatal
+        error, so every pending request fails with it and keeps what had arrived.
+        """
+        crash: IBError | None = None
+        try:
+            EClient.run(self)
+        except Exception as e:  # whatever the decoder raised on a frame it could not read
+            crash = IBError(
+                -1,
+                UNREADABLE,
+                f"the TWS API client could not read a message from the gateway "
+                f"({type(e).__name__}: {e}); the connection was closed",
+            )
+            with contextlib.suppress(Exception):
+                EClient.disconnect(self)
+        finally:
+            if crash is not None and (self.fatal is None or self.fatal.code == 504):
+                self.fatal = crash
+            elif self.fatal is None:
+                self.fatal = IBError(-1, 504, "the gateway closed the connection")
+            self._fail_all(self.fatal)
 
     def _drop(self) -> None:
         reader, loop = self.reader, self._loop
@@ -237,13 +269,22 @@ class IBConnection(EWrapper, EClient):
         )
         return future
 
-    def cancel(self, req_id: int) -> None:
-        """Cancel a historical request nobody waits for any more."""
+    def cancel(self, req_id: int) -> list[Any]:
+        """
+        Cancel a historical request nobody waits for any more.
+
+        Returns
+        -------
+        list
+            The bars that had arrived for it.
+
+        """
         with self._lock:
             pending = self._pending.pop(req_id, None)
         if pending is not None and self.isConnected():
             with contextlib.suppress(Exception):  # best effort on a dying connection
                 self.cancelHistoricalData(req_id)
+        return pending.rows if pending is not None else []
 
     # -- EWrapper ------------------------------------------------------------------------------
 
@@ -285,7 +326,12 @@ class IBConnection(EWrapper, EClient):
             return
         pending.future.set_exception(RequestFailed(err, pending.rows))
 
+    def managedAccounts(self, accountsList: str) -> None:
+        self.accounts = [a for a in accountsList.split(",") if a]
+
     def connectionClosed(self) -> None:
+        if threading.current_thread() is self._loop:
+            return  # `run` decides why, once the loop has ended
         if self.fatal is None:
             self.fatal = IBError(-1, 504, "the gateway closed the connection")
         self._fail_all(self.fatal)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.plugins.ib.config import IBSourceConfig
-from nautilus_backfill.plugins.ib.pacing import PacingLimiter
+from nautilus_backfill.plugins.ib.pacing import PacingHistory, PacingLimiter, state_dir
 from nautilus_backfill.plugins.ib.planner import DAY, Chunk, bar_size_setting, max_duration_s, plan
 from nautilus_backfill.source import (
     BAR_SCHEMA,
@@ -36,6 +36,8 @@ WHAT_TO_SHOW = {
 COUNT_LOOKBACK_FACTOR = 8
 COUNT_LOOKBACK_MIN_S = 10 * DAY
 COUNT_EXTRA_CHUNKS = 60  # one pacing window's worth, for small bars across a long weekend
+PACING_RETRY_S = 15.0  # IB's pause after a pacing violation (162), as its identical-request rule
+RETURN_MARGIN_S = 0.2  # stop this long before a span's deadline, to build and return the answer
 
 
 class IBBarSource(BarSource):
@@ -55,6 +57,7 @@ class IBBarSource(BarSource):
     """
 
     config_type: ClassVar[type] = IBSourceConfig
+    remote: ClassVar[bool] = True
 
     def __init__(self, config: IBSourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
@@ -65,12 +68,15 @@ class IBBarSource(BarSource):
                 "the ib plugin needs the TWS API client: pip install 'nautilus-backfill[ib]'"
             ) from None
         self.config: IBSourceConfig = config
-        self.limiter = PacingLimiter(config.pacing_scale)
+        self.limiter = PacingLimiter(config.pacing_scale, max_open=config.max_in_flight)
         self._conn: Any = None
         self._conn_error: SourceError | None = None
         self._lock = threading.Lock()
-        self._resolved: dict[Any, tuple[Any, Any, int]] = {}
+        # One lookup per contract per run, however many requests and threads ask for it.
+        self._resolved: dict[Any, Future] = {}
         self._notices_seen = 0
+        self._history_noted = False
+        self._where = f"{config.host}:{config.port}"
         self.requests_sent = 0
 
     # -- connection ----------------------------------------------------------------------------
@@ -99,6 +105,15 @@ class IBBarSource(BarSource):
                     self._conn_error = e
                     raise
                 self._conn = conn
+                # IB counts a gateway's requests whoever sends them: earlier runs and other
+                # processes share this history.
+                self.limiter.history = PacingHistory.for_gateway(
+                    state_dir(self.config.pacing_state),
+                    self.config.host,
+                    self.config.port,
+                    conn.accounts[0] if conn.accounts else None,
+                    self.config.pacing_scale,
+                )
             return self._conn
 
     def close(self) -> None:
@@ -114,12 +129,16 @@ class IBBarSource(BarSource):
         """
         Return the bars of `span`, asking IB with the fewest requests its rules allow.
 
+        The requests of one span go out together, as many open at once as IB allows; bars
+        that arrived before a timeout, a pacing stop or a lost connection are returned with
+        the failure, so they are counted and used.
+
         Parameters
         ----------
         request : BarRequest
             The request.
         span : Span
-            The part of the window wanted.
+            The part of the window wanted; returns before ``span.deadline`` when it is set.
 
         Returns
         -------
@@ -129,11 +148,11 @@ class IBBarSource(BarSource):
         ------
         SourceError
             ``refused``, ``timeout``, ``client_id_in_use``, ``no_contract``,
-            ``no_subscription``, ``disconnected``, ``pacing`` or ``error``.
+            ``no_subscription``, ``disconnected``, ``bad_message``, ``pacing`` or ``error``,
+            when no bar arrived.
 
         """
-        # A little inside the orchestrator's timeout, so the report gets IB's own reason.
-        deadline = time.monotonic() + max(0.0, self.config.timeout_s - 0.1)
+        deadline = self._deadline(span)
         step_s = request.step_ns // NS
         try:
             bar_size = bar_size_setting(step_s)
@@ -142,21 +161,24 @@ class IBBarSource(BarSource):
         conn = self._connection(deadline)
         contract, instrument, magnifier = self._resolve(conn, request, deadline)
         what = self._what_to_show(request, contract)
-        rows: list[tuple] = []
-        notes: list[str] = []
+        download = _Download(self, conn, contract, bar_size, what, step_s, deadline)
         failure: SourceError | None = None
         try:
-            for chunk in self._chunks(request, span, step_s):
-                got = self._historical(conn, contract, chunk, bar_size, what, step_s, deadline)
-                rows.extend(got)
-                if span.limit is not None and self._count_in_span(rows, span, step_s) >= span.limit:
-                    break
-        except _Partial as p:
-            rows.extend(p.rows)
-            if not rows:
-                raise p.error from None
-            failure = p.error
-        notes.extend(self._new_notices(conn))
+            if span.start is not None:
+                download.run(self._chunks(span, step_s))
+            else:
+                first, extra = self._count_chunks(span, step_s)
+                download.run(first)
+                for chunk in extra:
+                    if self._count_in_span(download.rows(), span, step_s) >= (span.limit or 1):
+                        break
+                    download.run([chunk])
+        except SourceError as e:
+            failure = e
+        rows = download.rows()
+        notes = [*self._new_notices(conn), *self._history_notes()]
+        if failure is not None and not rows:
+            raise failure
         # Every row IB sent goes back, repeats and bars outside the span included: the host
         # counts each one as used or dropped under a named reason.
         table = self._table(rows, magnifier)
@@ -171,25 +193,99 @@ class IBBarSource(BarSource):
             failure=failure,
         )
 
-    def _chunks(self, request: BarRequest, span: Span, step_s: int) -> Any:
-        # Never past the last whole bar: the bar still forming is not asked for.
-        end_s = min(-(-span.end // NS), _last_close(time.time(), step_s))
-        if span.start is not None:
-            yield from plan(span.start // NS, end_s, step_s)
-            return
-        # Count mode: first the window the count fills without gaps, then further back in the
-        # longest steps IB allows until enough bars came or the lookback is exhausted.
+    def fetch_many(self, items: list[tuple[BarRequest, Span]]) -> list[SourceResult | SourceError]:
+        """
+        Fetch several spans at once, up to ``max_in_flight`` IB requests open together.
+
+        Each span runs as `fetch` does, in a thread of its own; the pacing limiter they share
+        decides when each request goes out. Contract details are asked once per contract.
+
+        Parameters
+        ----------
+        items : list[tuple[BarRequest, Span]]
+            The requests and spans.
+
+        Returns
+        -------
+        list[SourceResult | SourceError]
+            In the order of `items`: the result, or the error that ended that span.
+
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: tuple[BarRequest, Span]) -> SourceResult | SourceError:
+            try:
+                return self.fetch(*item)
+            except SourceError as e:
+                return e
+
+        if not items:
+            return []
+        with ThreadPoolExecutor(min(len(items), self.parallel), "ib-fetch") as pool:
+            return list(pool.map(one, items))
+
+    @property
+    def parallel(self) -> int:
+        """
+        Return how many spans this source can usefully fetch at once (``max_in_flight``).
+
+        Returns
+        -------
+        int
+
+        """
+        return self.config.max_in_flight
+
+    def _deadline(self, span: Span) -> float:
+        # A little inside the orchestrator's timeout, so the report gets IB's own reason, and
+        # before the span's deadline with time to build the answer.
+        deadline = time.monotonic() + max(0.0, self.config.timeout_s - 0.1)
+        if span.deadline is not None:
+            deadline = min(deadline, span.deadline - RETURN_MARGIN_S)
+        return deadline
+
+    def _chunks(self, span: Span, step_s: int) -> list[Chunk]:
+        end_s = self._end_s(span, step_s)
+        assert span.start is not None
+        start_s = -(-span.start // NS)
+        if step_s < DAY:  # whole bars only, so chunks meet on bar edges and repeat none
+            start_s = -(-start_s // step_s) * step_s
+        return plan(start_s, end_s, step_s) if end_s > start_s else []
+
+    def _count_chunks(self, span: Span, step_s: int) -> tuple[list[Chunk], list[Chunk]]:
+        # First the window the count fills without gaps, then further back in the longest
+        # steps IB allows until enough bars came or the lookback is exhausted.
+        end_s = self._end_s(span, step_s)
         limit = span.limit or 1
         first = plan(end_s - limit * step_s, end_s, step_s)
-        yield from first
         start = first[-1].start_s
         lookback = max(COUNT_LOOKBACK_FACTOR * limit * step_s, COUNT_LOOKBACK_MIN_S)
         longest = max_duration_s(step_s)
+        extra = []
         for _ in range(COUNT_EXTRA_CHUNKS):
             if end_s - start >= lookback:
                 break
-            yield Chunk(start, longest)
+            extra.append(Chunk(start, longest))
             start -= longest
+        return first, extra
+
+    @staticmethod
+    def _end_s(span: Span, step_s: int) -> int:
+        # Never past the last whole bar: the bar still forming is not asked for.
+        end_s = min(span.end // NS, _last_close(time.time(), step_s))
+        if step_s < DAY:
+            end_s -= end_s % step_s
+        return end_s
+
+    def _history_notes(self) -> list[str]:
+        history = self.limiter.history
+        if history is None or history.error is None or self._history_noted:
+            return []
+        self._history_noted = True
+        return [
+            f"{self.config.name}: the pacing history could not be kept ({history.error}); "
+            "set pacing_state to a writable folder"
+        ]
 
     def _new_notices(self, conn: Any) -> list[str]:
         # Every code TWS sent reaches the report once: farm status, warnings, stray errors.
@@ -204,68 +300,16 @@ class IBBarSource(BarSource):
         now = time.time()
         return len({r[0] for r in rows if r[0] + step_s <= end and r[0] + step_s <= now})
 
-    def _historical(
-        self,
-        conn: Any,
-        contract: Any,
-        chunk: Chunk,
-        bar_size: str,
-        what: str,
-        step_s: int,
-        deadline: float,
-    ) -> list[tuple]:
-        from nautilus_backfill.plugins.ib.connection import RequestFailed
-
-        ident = (contract.conId, chunk.end_date_time, chunk.duration, bar_size, what)
-        key = (contract.conId, contract.exchange, what)
-        cost = 2 if what == "BID_ASK" else 1
-        daily = step_s >= DAY
-        weekly = step_s == 7 * DAY
-        while True:
-            self.limiter.acquire(ident, key, step_s, cost, deadline)
-            req_id = conn.next_id()
-            try:
-                future: Future = conn.send_historical(
-                    req_id,
-                    contract,
-                    chunk.end_date_time,
-                    chunk.duration,
-                    bar_size,
-                    what,
-                    self.config.use_rth,
-                    1 if daily else 2,
-                )
-                self.requests_sent += 1
-                bars = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                return [_row(b, daily, weekly) for b in bars]
-            except TimeoutError:
-                conn.cancel(req_id)
-                raise SourceError(
-                    f"IB did not answer {bar_size} {what} for "
-                    f"{contract.localSymbol or contract.symbol} "
-                    f"within the source timeout ({self.config.timeout})",
-                    status="timeout",
-                ) from None
-            except RequestFailed as e:
-                outcome = self._on_error(e, contract, step_s, deadline)
-                if outcome == "retry":
-                    continue
-                if outcome == "empty":
-                    return [_row(b, daily, weekly) for b in e.partial]
-                raise _Partial([_row(b, daily, weekly) for b in e.partial], outcome) from None
-            finally:
-                self.limiter.release()
-
     def _on_error(self, e: Any, contract: Any, step_s: int, deadline: float) -> Any:
+        from nautilus_backfill.plugins.ib.connection import CONNECTION_CODES
+
         code, text = e.error.code, e.error.text
         name = contract.localSymbol or contract.symbol
         if code == 162 and "pacing violation" in text.lower():
-            wait = 15 * self.limiter.scale
-            if time.monotonic() + wait >= deadline:
+            if time.monotonic() + PACING_RETRY_S * self.limiter.scale >= deadline:
                 return SourceError(
                     f"IB pacing violation for {name}, no time left to retry: {e}", "pacing"
                 )
-            time.sleep(wait)
             return "retry"
         if code == 162 and "no data" in text.lower():
             return "empty"
@@ -273,14 +317,41 @@ class IBBarSource(BarSource):
             return SourceError(f"IB has no contract for {name}: {e}", status="no_contract")
         if code in (354, 10167, 10089, 10090):
             return SourceError(f"no IB market data subscription for {name}: {e}", "no_subscription")
-        if code in (504, 1100, 1300):
-            return SourceError(f"IB connection lost: {e}", status="disconnected")
+        if code in CONNECTION_CODES:
+            status = CONNECTION_CODES[code]
+            if status == "disconnected":
+                return SourceError(f"IB connection lost: {e}", status="disconnected")
+            return SourceError(f"IB at {self._where}: {e}", status=status)
         return SourceError(f"{name}: {e}", status="error")
 
     # -- contracts -----------------------------------------------------------------------------
 
     def _resolve(self, conn: Any, request: BarRequest, deadline: float) -> tuple[Any, Any, int]:
-        from nautilus_backfill.plugins.ib.connection import RequestFailed
+        key = (request.bar_type.instrument_id, tuple(sorted((request.contract or {}).items())))
+        with self._lock:
+            future = self._resolved.get(key)
+            owner = future is None
+            if future is None:
+                future = self._resolved[key] = Future()
+        if owner:
+            try:
+                future.set_result(self._lookup(conn, request, deadline))
+            except BaseException as e:
+                future.set_exception(e)
+                if not (isinstance(e, SourceError) and e.status in ("no_contract", "config")):
+                    with self._lock:  # a lost connection or a timeout: the next one asks again
+                        self._resolved.pop(key, None)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise SourceError(
+                f"IB did not answer the contract lookup for {key[0]} in time", status="timeout"
+            ) from None
+        except SourceError as e:  # each caller its own error, without the owner's traceback
+            raise SourceError(str(e), e.status) from None
+
+    def _lookup(self, conn: Any, request: BarRequest, deadline: float) -> tuple[Any, Any, int]:
+        from nautilus_backfill.plugins.ib.connection import CONNECTION_CODES, RequestFailed
         from nautilus_trader.adapters.interactive_brokers.common import (
             IBContract,
             IBContractDetails,
@@ -293,9 +364,6 @@ class IBBarSource(BarSource):
         )
 
         iid = request.bar_type.instrument_id
-        key = (iid, tuple(sorted((request.contract or {}).items())))
-        if key in self._resolved:
-            return self._resolved[key]
         symbology = SymbologyMethod(self.config.symbology)
         venue = iid.venue.value
         if request.contract:
@@ -323,6 +391,9 @@ class IBBarSource(BarSource):
                 errors.append(str(e))
                 if e.error.code == 200:
                     continue
+                if e.error.code in CONNECTION_CODES:
+                    status = CONNECTION_CODES[e.error.code]
+                    raise SourceError(f"IB at {self._where}: {e}", status=status) from None
                 raise SourceError(f"{iid}: {e}", status="error") from None
             if not details:
                 continue
@@ -336,9 +407,7 @@ class IBBarSource(BarSource):
                 )
             if instrument.id != iid:
                 instrument = _with_id(instrument, iid)
-            resolved = (ib_details.contract, instrument, ib_details.priceMagnifier or 1)
-            self._resolved[key] = resolved
-            return resolved
+            return ib_details.contract, instrument, ib_details.priceMagnifier or 1
         why = "; ".join(errors) or "no contract details"
         raise SourceError(f"IB has no contract for {iid}: {why}", status="no_contract")
 
@@ -395,11 +464,144 @@ class IBBarSource(BarSource):
         return notes
 
 
-class _Partial(Exception):
-    def __init__(self, rows: list[tuple], error: SourceError) -> None:
-        super().__init__(str(error))
-        self.rows = rows
-        self.error = error
+class _Download:
+    """
+    The chunks of one span: sent together under the pacing limiter, collected in order.
+
+    Rows are kept per chunk as they arrive, so whatever ends the download (the deadline, a
+    pacing stop, a lost connection), the bars that came are still there.
+    """
+
+    def __init__(
+        self,
+        source: IBBarSource,
+        conn: Any,
+        contract: Any,
+        bar_size: str,
+        what: str,
+        step_s: int,
+        deadline: float,
+    ) -> None:
+        self.source, self.conn, self.contract = source, conn, contract
+        self.bar_size, self.what, self.step_s, self.deadline = bar_size, what, step_s, deadline
+        self.daily, self.weekly = step_s >= DAY, step_s == 7 * DAY
+        self._rows: list[list[tuple]] = []
+        self.asked = 0
+        self.answered = 0
+
+    def rows(self) -> list[tuple]:
+        """Return every row received so far, newest chunk first, each in arrival order."""
+        return [r for chunk in self._rows for r in chunk]
+
+    def run(self, chunks: list[Chunk]) -> None:
+        """
+        Send `chunks` and collect their answers; raise the first failure after collecting.
+
+        Raises
+        ------
+        SourceError
+            When a request failed or the deadline came; the rows stay in `rows`.
+
+        """
+        pending = list(chunks)
+        while pending:
+            sent: list[tuple[int, int, Future, _Release]] = []
+            failure: SourceError | None = None
+            try:
+                for chunk in pending:
+                    sent.append(self._send(chunk))
+            except SourceError as e:  # the limiter: no slot or pacing window before the deadline
+                failure = e
+            retry, failed = self._collect(pending[: len(sent)], sent)
+            failure = failed or failure
+            if failure is not None:
+                raise failure
+            if retry:  # 162 pacing violation: IB asks for a pause before the same requests
+                time.sleep(PACING_RETRY_S * self.source.limiter.scale)
+            pending = retry
+
+    def _send(self, chunk: Chunk) -> tuple[int, int, Future, _Release]:
+        contract = self.contract
+        ident = (contract.conId, chunk.end_date_time, chunk.duration, self.bar_size, self.what)
+        key = (contract.conId, contract.exchange, self.what)
+        cost = 2 if self.what == "BID_ASK" else 1
+        limiter = self.source.limiter
+        limiter.acquire(ident, key, self.step_s, cost, self.deadline)
+        release = _Release(limiter)
+        try:
+            req_id = self.conn.next_id()
+            future: Future = self.conn.send_historical(
+                req_id,
+                contract,
+                chunk.end_date_time,
+                chunk.duration,
+                self.bar_size,
+                self.what,
+                self.source.config.use_rth,
+                1 if self.daily else 2,
+            )
+        except BaseException:
+            release()
+            raise
+        future.add_done_callback(lambda _: release())
+        self.asked += 1
+        self.source.requests_sent += 1
+        self._rows.append([])
+        return len(self._rows) - 1, req_id, future, release
+
+    def _collect(
+        self, chunks: list[Chunk], sent: list[tuple[int, int, Future, _Release]]
+    ) -> tuple[list[Chunk], SourceError | None]:
+        from nautilus_backfill.plugins.ib.connection import RequestFailed
+
+        retry: list[Chunk] = []
+        failure: SourceError | None = None
+        late = 0
+        for chunk, (slot, req_id, future, release) in zip(chunks, sent, strict=True):
+            try:
+                bars = future.result(timeout=max(0.0, self.deadline - time.monotonic()))
+            except TimeoutError:
+                bars = self.conn.cancel(req_id)
+                if future.done() and future.exception() is None:  # answered just in time
+                    bars = future.result()
+                    self.answered += 1
+                else:
+                    late += 1
+                    release()  # a cancelled request's future never resolves
+            except RequestFailed as e:
+                bars = e.partial
+                outcome = self.source._on_error(e, self.contract, self.step_s, self.deadline)
+                if outcome == "retry" and failure is None:
+                    retry.append(chunk)
+                elif isinstance(outcome, SourceError) and failure is None:
+                    failure = outcome
+            else:
+                self.answered += 1
+            self._rows[slot] = [_row(b, self.daily, self.weekly) for b in bars]
+        if late and failure is None:
+            name = self.contract.localSymbol or self.contract.symbol
+            failure = SourceError(
+                f"IB did not answer {late} of {len(sent)} requests ({self.bar_size} {self.what} "
+                f"for {name}) before the deadline (source timeout "
+                f"{self.source.config.timeout}); the bars that came are kept",
+                status="timeout",
+            )
+        return ([] if failure is not None else retry), failure
+
+
+class _Release:
+    # Frees the request's slot in the limiter exactly once: on its answer, or on a cancel.
+    def __init__(self, limiter: PacingLimiter) -> None:
+        self._limiter = limiter
+        self._done = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._limiter.release()
 
 
 def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
