@@ -4,7 +4,7 @@ PYTHON ?= python
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"Python 3.12+ needed, found {sys.version.split()[0]}"'
@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,ib]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,ib,docs]' --config-settings editable_mode=strict
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,6 +29,10 @@ lint: install
 	$(BIN)/ruff check core plugins tests benchmarks examples
 	$(BIN)/ruff format --check core plugins examples
 	$(BIN)/mypy -p nautilus_backfill
+
+# The site, into build/site; the reference pages are generated from the code (docs/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py
