@@ -50,7 +50,8 @@ _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})(?:([ T])(\d{2}):(\d{2})(?::(\d{2})
 _DAY_MONTH = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(.*)")
 _YEAR_FIRST = re.compile(r"(\d{4})([/.])(\d{1,2})\2(\d{1,2})(.*)")
 _TIME = re.compile(r"([ T]+)(\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?")
-_OFFSET = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+# A zone offset after a time of day (a date alone ends in "-04", which is no offset).
+_OFFSET = r"\d:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)$"
 _ISO_SHAPE = r"^\d{4}-\d{2}-\d{2}"
 
 
