@@ -23,6 +23,7 @@ DEFAULT_PLUGINS = (
     "nautilus_backfill.plugins.csv",
     "nautilus_backfill.plugins.parquet",
     "nautilus_backfill.plugins.freqtrade",
+    "nautilus_backfill.plugins.lean",
 )
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
