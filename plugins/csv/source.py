@@ -5,7 +5,9 @@ from __future__ import annotations
 import codecs
 import csv as pycsv
 import gzip
+import io
 import os
+import re
 import stat
 import zipfile
 import zlib
@@ -239,6 +241,99 @@ class CsvBarSource(BarSource):
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         table = _limit(table, span.limit)
         return SourceResult(table, timestamp_is=self.config.timestamp_is, notes=notes)
+
+    def check(self, requests: list[BarRequest]) -> list[str]:
+        """
+        Return what is wrong with this source's files for `requests`, reading only their heads.
+
+        Checks that the path matches files that are regular, text in the configured encoding,
+        with the columns the config names, a header as wide as the rows, and timestamps the
+        format reads on the first rows.
+
+        Parameters
+        ----------
+        requests : list[BarRequest]
+            The configured requests (they fill the path template).
+
+        Returns
+        -------
+        list[str]
+            One line per problem, starting with the key it concerns (``path: ...``).
+
+        """
+        problems: list[str] = []
+        seen: set[str] = set()
+        pattern = self.context.resolve(self.config.path)
+        for request in requests:
+            try:
+                files = expand(pattern, request.bar_type)
+            except SourceError as e:
+                problems.append(f"path: {e}")
+                continue
+            if not files:
+                problems.append(f"path: no file matches {pattern} (for {request.bar_type})")
+            for path in files[:20]:
+                if path in seen:
+                    continue
+                seen.add(path)
+                problems.extend(self._check_one(path))
+        return list(dict.fromkeys(problems))
+
+    def _check_one(self, path: str) -> list[str]:
+        try:
+            _check_file(path)
+            with _open_bytes(path) as fh:
+                head = fh.read(_HEAD + 1)
+        except SourceError as e:
+            return [f"path: {e}"]
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            return [f"path: {path}: cannot read: {e}"]
+        try:
+            text = _decode_head(path, head[:_HEAD], self.config.encoding)
+        except SourceError as e:
+            return [f"{'encoding' if 'encoding =' in str(e) else 'path'}: {e}"]
+        try:
+            layout = self._layout(path, text, complete=len(head) <= _HEAD)
+        except SourceError as e:
+            message = str(e)
+            found = re.search(r"columns\.(\w+)", message)
+            key = f"columns.{found.group(1)}" if found else "columns"
+            return [f"{key}: {message}"]
+        if layout is None:
+            return []
+        return self._check_timestamps(path, head[:_HEAD], layout, len(head) <= _HEAD)
+
+    def _check_timestamps(
+        self, path: str, head: bytes, layout: _Layout, complete: bool
+    ) -> list[str]:
+        if not complete:
+            head = head[: head.rfind(b"\n") + 1]
+        skipped: list[int] = []
+        read, parse, convert = self._options(layout, False, layout.skip, lambda r: "skip")
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(head), read_options=read, parse_options=parse, convert_options=convert
+            )
+        except pa.ArrowInvalid as e:
+            return [f"path: {path}: cannot parse CSV: {e}"]
+        if not table.num_rows:
+            return []
+        raw = self._raw_timestamps(table.slice(0, 200), layout)
+        try:
+            fmt = self._resolve(path, layout, raw, 0, skipped, layout.skip + 1)
+            ts = parse_timestamps(raw, fmt, self.config.timezone)
+        except TimestampError as e:
+            return [f"timestamp_format: {self._locate(path, layout, e, 0, [], layout.skip + 1)}"]
+        except SourceError as e:
+            return [f"timestamp_format: {e}"]
+        if ts.null_count == len(ts) and raw.null_count < len(raw):
+            first = next(v for v in raw.to_pylist() if v)
+            return [
+                f"timestamp_format: {path}: '{fmt.describe()}' reads none of the first rows of "
+                f"column {layout.label()} (such as '{first}'); set timestamp_format to their "
+                "layout",
+            ]
+        return []
 
     # -- layout --------------------------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""`check` finds, offline, what `fetch` would fail on for a CSV source (issue 10 #6)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from nautilus_backfill import Backfill
+from nautilus_backfill.config import config_from_dict
+
+REQ = {
+    "bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL",
+    "bars": 10,
+    "price_precision": 5,
+    "size_precision": 0,
+}
+GOOD = "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n"
+
+
+def _check(registry, tmp_path, body: str | bytes | None, name="data.csv", **source):
+    if body is not None:
+        p = tmp_path / name
+        p.write_bytes(body if isinstance(body, bytes) else body.encode())
+    src = {"name": "csv", "plugin": "csv", "path": str(tmp_path / name), **source}
+    cfg = config_from_dict({"backfill": {"requests": [REQ], "sources": [src]}}, registry=registry)
+    return Backfill(cfg, registry=registry).check()
+
+
+def test_a_good_file_has_no_problems(registry, tmp_path):
+    assert _check(registry, tmp_path, GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "source", "expected"),
+    [
+        (None, {"path_name": "missing-*.csv"}, "backfill.sources[0].path: no file matches"),
+        (GOOD, {"columns": {"close": "Last"}}, "backfill.sources[0].columns.close: "),
+        (GOOD, {"columns": {"close": 9}}, "backfill.sources[0].columns.close: "),
+        (
+            "Date,Time,Open,High,Low,Close\n2006-01-02,09:05:00,1,2,0.5,1.5,0\n",
+            {},
+            "backfill.sources[0].columns: ",
+        ),
+        (GOOD, {"timestamp_format": "%d/%m/%Y"}, "backfill.sources[0].timestamp_format: "),
+        (
+            "timestamp,open,high,low,close\n01/02/2021,1,2,0.5,1.5\n",
+            {},
+            "backfill.sources[0].timestamp_format: ",
+        ),
+        ("Zeit,Eröffnung\n".encode("latin-1"), {}, "backfill.sources[0].encoding: "),
+        (b"\x00\x01\x02binary", {}, "backfill.sources[0].path: "),
+        (
+            "timestamp,open,high,low,close,close\n2024-01-01T00:00:00Z,1,2,0.5,1.5,1.6\n",
+            {},
+            "backfill.sources[0].columns.close: ",
+        ),
+    ],
+)
+def test_problems_name_the_key(registry, tmp_path, body, source, expected):
+    name = source.pop("path_name", "data.csv")
+    problems = _check(registry, tmp_path, body, name=name, **source)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_cli_check_exits_2_with_the_key_and_no_traceback(tmp_path):
+    (tmp_path / "data.csv").write_text(GOOD)
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(
+        '[[backfill.requests]]\nbar_type = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"\nbars = 5\n'
+        '[[backfill.sources]]\nname = "csv"\nplugin = "csv"\npath = "data.csv"\ncolumns = { close = 7 }\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "nautilus_backfill.cli", "check", str(cfg)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out
+    assert "backfill.sources[0].columns.close" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
