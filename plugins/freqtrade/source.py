@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -402,7 +403,9 @@ def _read_arrow(path: Path, fmt: str) -> tuple[pa.Array, list[pa.Array]]:
     # Feather/ParquetDataHandler: columns taken by position as date, open, high, low, close,
     # volume; prices cast to float; date via to_datetime(unit="ms", utc=True).
     try:
-        table = pq.read_table(path) if fmt == "parquet" else feather.read_table(path)
+        with warnings.catch_warnings():  # pyarrow deprecates feather V1: not the user's fault
+            warnings.simplefilter("ignore", DeprecationWarning)
+            table = pq.read_table(path) if fmt == "parquet" else feather.read_table(path)
     except (pa.ArrowInvalid, OSError) as e:
         kind = "parquet" if fmt == "parquet" else "feather (Arrow IPC)"
         raise SourceError(f"{path}: not a {kind} file: {e}") from None

@@ -30,7 +30,9 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
     Parameters
     ----------
     path : str
-        A ``ParquetDataCatalog`` root, a parquet file, a folder or a glob; templates as for CSV.
+        A ``ParquetDataCatalog`` root, a parquet or Arrow IPC/feather file (``.feather``,
+        ``.arrow``, ``.ipc``; told apart by their first bytes), a folder or a glob; templates
+        as for CSV.
     layout : str, default "auto"
         ``catalog`` (NautilusTrader's bar files, 64- or 128-bit), ``plain`` (OHLCV columns),
         or ``auto`` to tell from the files.
@@ -42,7 +44,9 @@ class ParquetSourceConfig(SourceConfig, frozen=True, kw_only=True):
     timezone : str, default "UTC"
         Plain layout: the zone of naive timestamps.
     columns : ParquetColumns, optional
-        Plain layout: column names.
+        Plain layout: column names. Without it the timestamp is the first column named
+        timestamp, date, datetime, ts, open_time or time, and the prices open, high, low,
+        close, volume.
     storage_options : dict, optional
         fsspec options when `path` is a URL (``s3://...``): ``endpoint_url``, ``key``, ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import fsspec
@@ -9,12 +10,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.feather as feather
 from nautilus_backfill.catalogfmt import FIELDS, decode_fixed, newest, scan
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import fill_template
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
 from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
 from nautilus_backfill.timestamps import to_epoch_ns
+
+# Extensions a folder or glob is searched for; a file's own first bytes decide how it is read.
+EXTENSIONS = ("parquet", "feather", "arrow", "ipc")
+# A plain file's timestamp column when `columns` does not name one (freqtrade calls it date).
+TIMESTAMP_NAMES = ("timestamp", "date", "datetime", "ts", "open_time", "time")
 
 
 class ParquetBarSource(BarSource):
@@ -46,7 +53,7 @@ class ParquetBarSource(BarSource):
             raise SourceError(
                 f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
             )
-        dataset = ds.dataset(files, format="parquet", filesystem=fs)
+        dataset = _dataset(files, fs)
         meta = dataset.schema.metadata or {}
         is_catalog = self.config.layout == "catalog" or (
             self.config.layout == "auto" and (catalog or b"bar_type" in meta)
@@ -74,7 +81,8 @@ class ParquetBarSource(BarSource):
         out: list[str] = []
         for f in sorted(found):
             if fs.isdir(f):
-                out.extend(sorted(fs.glob(f"{f.rstrip('/')}/**/*.parquet")))
+                for ext in EXTENSIONS:
+                    out.extend(sorted(fs.glob(f"{f.rstrip('/')}/**/*.{ext}")))
             elif fs.exists(f):
                 out.append(f)
         return out, False, fs
@@ -106,8 +114,10 @@ class ParquetBarSource(BarSource):
         return SourceResult(out, timestamp_is=edge, price_precision=price, size_precision=size)
 
     def _plain(self, dataset: ds.Dataset, request: BarRequest, span: Span) -> SourceResult:
-        cols = self.config.columns or ParquetColumns()
         names = dataset.schema.names
+        cols = self.config.columns or ParquetColumns(
+            timestamp=next((n for n in TIMESTAMP_NAMES if n in names), "timestamp")
+        )
         for key in ("timestamp", "open", "high", "low", "close"):
             name = getattr(cols, key)
             if name not in names:
@@ -138,3 +148,70 @@ class ParquetBarSource(BarSource):
         out = pa.table(data, schema=BAR_SCHEMA)
         out = out.filter(in_span(out.column("ts"), span, shift, request.step_ns))
         return SourceResult(newest(out, span.limit), timestamp_is=edge)
+
+
+def _dataset(files: list[str], fs: Any) -> ds.Dataset:
+    """
+    Open parquet and Arrow IPC (feather) files as one dataset, each by its own first bytes.
+
+    Parameters
+    ----------
+    files : list[str]
+        The files.
+    fs : fsspec.AbstractFileSystem
+        Their filesystem.
+
+    Returns
+    -------
+    ds.Dataset
+
+    Raises
+    ------
+    SourceError
+        If a file is neither, or the files' columns differ.
+
+    """
+    kinds: dict[str, list[str]] = {}
+    tables: list[pa.Table] = []
+    for f in files:
+        try:
+            with fs.open(f, "rb") as fh:
+                head = fh.read(8)
+        except OSError as e:
+            raise SourceError(f"{f}: cannot read: {e}") from None
+        if head[:4] == b"PAR1":
+            kinds.setdefault("parquet", []).append(f)
+        elif head[:6] == b"ARROW1":
+            kinds.setdefault("ipc", []).append(f)
+        elif head[:4] in (b"FEA1", b"\xff\xff\xff\xff"):  # feather v1, or an IPC stream
+            tables.append(_read_ipc_other(f, fs, head))
+        else:
+            raise SourceError(
+                f"{f}: neither parquet nor Arrow IPC/feather (it starts with {head[:8]!r})"
+            )
+    parts = []
+    for kind, paths in kinds.items():
+        try:
+            parts.append(ds.dataset(paths, format=kind, filesystem=fs))
+        except (pa.ArrowInvalid, OSError) as e:
+            name = "parquet" if kind == "parquet" else "Arrow IPC/feather"
+            raise SourceError(f"not a readable {name} file: {e}") from None
+    parts += [ds.dataset(t) for t in tables]
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return ds.dataset(parts)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SourceError(f"files with different columns cannot be read as one: {e}") from None
+
+
+def _read_ipc_other(path: str, fs: Any, head: bytes) -> pa.Table:
+    try:
+        with fs.open(path, "rb") as fh:
+            if head[:4] == b"FEA1":
+                with warnings.catch_warnings():  # pyarrow's deprecation of V1: not the user's
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return feather.read_table(fh)
+            return pa.ipc.open_stream(fh).read_all()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SourceError(f"{path}: not a readable Arrow IPC/feather file: {e}") from None
