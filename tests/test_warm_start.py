@@ -200,7 +200,7 @@ def test_every_source_failing_still_starts_the_node_cold(tmp_path, registry, dat
 def test_on_insufficient_fail_raises_before_run(tmp_path, registry, data):
     node = _node(tmp_path)
     try:
-        with pytest.raises(InsufficientHistoryError, match=r"EUR/USD.SIM-1-MINUTE-MID-EXTERNAL \(0/200\)"):
+        with pytest.raises(InsufficientHistoryError, match=r"EUR/USD.SIM-1-MINUTE-MID-EXTERNAL \(failed, 0/200\)"):
             _backfill(registry, tmp_path, [MISSING], on_insufficient="fail").inject(node)
     finally:
         node.dispose()
