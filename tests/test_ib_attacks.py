@@ -212,3 +212,39 @@ def test_a_stalled_download_returns_what_came_before_the_spans_deadline(simulato
     assert result.table.num_rows == 1440 == sim.bars_sent
     assert result.failure is not None and result.failure.status == "timeout"
     assert "did not answer 3 of 5 requests" in str(result.failure)
+
+
+def test_a_billion_bars_are_refused_at_once_without_asking_ib(registry, simulator):
+    sim = simulator()
+    request = {
+        "bar_type": "AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL",
+        "bars": 1_000_000_000,
+        "price_precision": 2,
+        "size_precision": 0,
+    }
+    result, elapsed = _fetch(registry, [request], [_ib(sim)])
+    ib = result.report.requests[0].sources[0]
+    assert elapsed < 1.0 and sim.requests == []
+    assert ib.status == "config" and "reaches back before 1970" in ib.error
+    assert "1,388,889 requests" in ib.error
+
+
+def test_a_year_of_5_second_bars_keeps_the_newest_pacing_lets_through(registry, simulator):
+    scale = 0.01  # 10 minutes become 6 s, more than the 5 s timeout
+    sim = simulator(time_scale=scale)
+    year = {
+        "bar_type": "AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL",
+        "start": "2023-03-04T00:00:00Z",
+        "end": "2024-03-04T00:00:00Z",
+    }
+    result, elapsed = _fetch(
+        registry, [year], [_ib(sim, use_rth=False, pacing_scale=scale, timeout="5s")]
+    )
+    ib = result.report.requests[0].sources[0]
+    # The 5-per-2-seconds rule (with its quarter-second margin) spaces the 60 over ~3 s.
+    assert elapsed < 4.5 and sim.violations == []
+    # 60 requests in the first window, the newest hours; all their bars kept and counted.
+    assert len(sim.requests) == 60 and ib.received == sim.bars_sent == 60 * 720
+    assert ib.status == "pacing" and ib.used == 60 * 720
+    assert "8,784 requests of up to 3600 S (5 secs, TRADES), at least 24 h 20 min" in ib.error
+    assert "60 sent in this run" in ib.error

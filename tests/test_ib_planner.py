@@ -36,7 +36,17 @@ def test_request_count_is_the_lower_bound(step, window):
 
 def test_the_table_enforced():
     assert [max_duration_s(s) for s in (1, 5, 10, 30, 60, 120, 180, 1800, 3600, DAY)] == [
-        1800, 3600, 14400, 28800, DAY, 2 * DAY, 7 * DAY, 30 * DAY, 30 * DAY, 365 * DAY]
+        1800,
+        3600,
+        14400,
+        28800,
+        DAY,
+        2 * DAY,
+        7 * DAY,
+        30 * DAY,
+        30 * DAY,
+        365 * DAY,
+    ]
     assert not allowed(3601, 5) and allowed(3600, 5)
 
 
@@ -81,3 +91,109 @@ def test_pacing_rules_do_not_apply_to_one_minute_bars():
     for _ in range(100):
         _send(limiter, "same", step=60)
     assert t[0] == 0.0
+
+
+# -- estimates, offline checks and the plan ---------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from nautilus_backfill.config import BarRequestConfig  # noqa: E402
+from nautilus_backfill.orchestrator import build_request  # noqa: E402
+from nautilus_backfill.plugins.ib.planner import least_pacing_s, request_count  # noqa: E402
+
+
+def _source(**kw):
+    pytest.importorskip("ibapi")
+    from nautilus_backfill.plugins.ib import IBBarSource, IBSourceConfig
+    from nautilus_backfill.source import SourceContext
+
+    return IBBarSource(IBSourceConfig(name="ib", plugin="ib", **kw), SourceContext(Path(".")))
+
+
+def _request(index=0, **kw):
+    return build_request(BarRequestConfig(**kw), index)
+
+
+@pytest.mark.parametrize("n", [1, 5, 6, 30, 60, 61, 130])
+def test_least_pacing_time_is_what_the_limiter_really_takes(n):
+    # The estimate is a lower bound the limiter meets within its safety margins.
+    limiter, t = _limiter()
+    for i in range(n):
+        _send(limiter, i)
+    least = least_pacing_s(n, 5)
+    assert least <= t[0] <= least * 1.06 + 0.25 * math.ceil(n / 5)
+    assert least_pacing_s(n, 60) == 0.0  # no time rule above 30-second bars
+
+
+def test_request_count_matches_the_plan_without_building_it():
+    for step in (1, 5, 60, 3600, DAY):
+        for seconds in (step, 7 * DAY, 365 * DAY):
+            assert request_count(seconds, step) == len(plan(END - seconds, END, step))
+
+
+def test_check_reports_each_bad_key_offline():
+    problems = _source(port=-1, host="", client_id=2**31 - 2).check([])
+    assert "port: must be 1..65535, was -1" in problems
+    assert "host: must be a host name or address, was ''" in problems
+    assert any(p.startswith("client_id: ids 2147483646..2147483650") for p in problems)
+    assert len(problems) == 3
+    assert _source().check([]) == []
+
+
+def test_check_refuses_a_billion_bars_at_once_without_planning_them():
+    import time
+    import tracemalloc
+
+    source = _source()
+    requests = [
+        _request(0, bar_type="AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL", bars=1_000_000_000),
+        _request(
+            1,
+            bar_type="AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL",
+            start="2025-01-01T00:00:00Z",
+            end="2026-01-01T00:00:00Z",
+        ),
+        _request(2, bar_type="EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL", bars=500),
+        _request(3, bar_type="AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL", bars=500),
+    ]
+    tracemalloc.start()
+    started = time.perf_counter()
+    problems = source.check(requests)
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 0.05 and peak < 1_000_000, (elapsed, peak)
+    assert len(problems) == 3, problems
+    billion, year, forex = problems
+    assert billion.startswith(
+        "plugin: backfill.requests[0] (AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL): "
+        "the window reaches back before 1970"
+    )
+    assert "1,388,889 requests" in billion
+    assert year.startswith("timeout: backfill.requests[1]")
+    assert "8,760 requests of up to 3600 S (5 secs, TRADES), at least 24 h 10 min" in year
+    assert forex.startswith("what_to_show: backfill.requests[2]") and "-MID-" in forex
+
+
+def test_plan_says_the_requests_and_the_least_time_without_connecting():
+    source = _source(port=1)  # nothing listens there: plan never connects
+    year = _request(
+        bar_type="AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL",
+        start="2025-01-01T00:00:00Z",
+        end="2026-01-01T00:00:00Z",
+    )
+    lines = source.plan(year)
+    assert lines[0] == (
+        "ib: 1 year of 5-second AAPL bars: 8,760 requests of up to 3600 S "
+        "(5 secs, TRADES), at least 24 h 10 min under IB's pacing"
+    )
+    assert "endDateTime 20260101-00:00:00 UTC, durationStr 3600 S" in lines[1]
+    bid_ask = _source(port=1, what_to_show="BID_ASK")
+    count = bid_ask.plan(_request(bar_type="EUR/USD.IDEALPRO-5-SECOND-MID-EXTERNAL", bars=100_000))
+    # BID_ASK counts twice: 139 requests weigh 278 against 60 per 10 minutes.
+    assert count[0] == (
+        "ib: 100,000 5-second EUR/USD bars (5 days 18 h back to back): at least "
+        "139 requests of up to 3600 S (5 secs, BID_ASK), at least 40 min under "
+        "IB's pacing"
+    )
+    assert source.limiter.sent == 0 and source._conn is None

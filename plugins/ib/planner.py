@@ -21,6 +21,7 @@ ceil(W / L) requests: the planner issues exactly that many, newest first.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -167,6 +168,8 @@ def plan(start_s: int, end_s: int, step_s: int) -> list[Chunk]:
     """
     Cover ``[start_s, end_s)`` with the fewest requests IB allows, newest first.
 
+    `iter_plan` gives the same chunks one at a time, for windows too long to list.
+
     Parameters
     ----------
     start_s : int
@@ -181,14 +184,244 @@ def plan(start_s: int, end_s: int, step_s: int) -> list[Chunk]:
     list[Chunk]
 
     """
+    return list(iter_plan(start_s, end_s, step_s))
+
+
+def iter_plan(start_s: int, end_s: int, step_s: int) -> Iterator[Chunk]:
+    """
+    Yield the chunks of `plan`, newest first, without holding them all.
+
+    Parameters
+    ----------
+    start_s : int
+        The window start (UNIX seconds).
+    end_s : int
+        The window end (UNIX seconds).
+    step_s : int
+        The bar length in seconds.
+
+    Yields
+    ------
+    Chunk
+
+    """
     longest = max_duration_s(step_s)
-    chunks = []
     end = end_s
     while end > start_s:
         seconds = min(longest, end - start_s)
         seconds = max(seconds, min(step_s, longest))
         if seconds > DAY and seconds % DAY:
             seconds = min(longest, math.ceil(seconds / DAY) * DAY)
-        chunks.append(Chunk(end, seconds))
+        yield Chunk(end, seconds)
         end -= seconds
-    return chunks
+
+
+def request_count(seconds: int, step_s: int) -> int:
+    """
+    Return how many requests `plan` makes for a window, without building them.
+
+    Parameters
+    ----------
+    seconds : int
+        The window length.
+    step_s : int
+        The bar length.
+
+    Returns
+    -------
+    int
+
+    """
+    if seconds <= 0:
+        return 0
+    return -(-seconds // max_duration_s(step_s))
+
+
+def least_pacing_s(requests: int, step_s: int, cost: int = 1, contracts: int = 1) -> float:
+    """
+    Return the least time IB's pacing rules allow for sending `requests` historical requests.
+
+    For bars of 30 s or less: at most 60 requests (BID_ASK counting twice) in any 10 minutes,
+    and fewer than 6 for one contract and tick type in 2 s. Larger bars have no time rule.
+    Answer latency comes on top.
+
+    Parameters
+    ----------
+    requests : int
+        The number of requests.
+    step_s : int
+        The bar length.
+    cost : int, default 1
+        2 for BID_ASK.
+    contracts : int, default 1
+        Contracts the requests spread over (the 2-second rule is per contract).
+
+    Returns
+    -------
+    float
+        Seconds.
+
+    """
+    from nautilus_backfill.plugins.ib.pacing import (
+        BURST_MAX,
+        BURST_S,
+        SMALL_BAR_S,
+        WINDOW_MAX,
+        WINDOW_S,
+    )
+
+    if requests <= 0 or step_s > SMALL_BAR_S:
+        return 0.0
+    window = (-(-(requests * cost) // WINDOW_MAX) - 1) * WINDOW_S
+    per_contract = -(-requests // max(1, contracts))
+    burst = (-(-per_contract // BURST_MAX) - 1) * BURST_S
+    return float(max(window, burst))
+
+
+def format_span(seconds: float) -> str:
+    """
+    Return a length of time as people say it: ``1 year``, ``3 days``, ``2 h 5 min``, ``40 s``.
+
+    Parameters
+    ----------
+    seconds : float
+        The length.
+
+    Returns
+    -------
+    str
+
+    """
+    s = round(seconds)
+    if s >= 2 * 365 * DAY and s % (365 * DAY):
+        return f"{s / (365 * DAY):,.0f} years"
+    if s >= 365 * DAY and s % (365 * DAY) == 0:
+        n = s // (365 * DAY)
+        return f"{n} year" + ("s" if n > 1 else "")
+    if s >= 2 * DAY:
+        days, rest = divmod(s, DAY)
+        return f"{days:,} days" + (f" {rest // 3600} h" if rest >= 3600 else "")
+    if s >= 3600:
+        hours, rest = divmod(s, 3600)
+        return f"{hours} h" + (f" {rest // 60} min" if rest >= 60 else "")
+    if s >= 60:
+        minutes, rest = divmod(s, 60)
+        return f"{minutes} min" + (f" {rest} s" if rest else "")
+    return f"{s} s"
+
+
+def format_step(step_s: int) -> str:
+    """
+    Return a bar length as ``5-second``, ``1-minute``, ``1-day``.
+
+    Parameters
+    ----------
+    step_s : int
+        The bar length.
+
+    Returns
+    -------
+    str
+
+    """
+    for unit, name in ((7 * DAY, "week"), (DAY, "day"), (3600, "hour"), (60, "minute")):
+        if step_s % unit == 0:
+            return f"{step_s // unit}-{name}"
+    return f"{step_s}-second"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """
+    What IB would be asked for one window, worked out without connecting.
+
+    Parameters
+    ----------
+    seconds : int
+        The window length (count mode: the count times the bar length, the least it takes).
+    step_s : int
+        The bar length.
+    requests : int
+        ``reqHistoricalData`` calls.
+    duration : str
+        The ``durationStr`` of the longest of them.
+    bar_size : str
+        The ``barSizeSetting``.
+    least_s : float
+        The least time IB's pacing allows for them.
+
+    """
+
+    seconds: int
+    step_s: int
+    requests: int
+    duration: str
+    bar_size: str
+    least_s: float
+
+    def describe(self, what: str, subject: str, count: int | None = None) -> str:
+        """
+        Return the estimate as one line.
+
+        Parameters
+        ----------
+        what : str
+            The ``whatToShow``.
+        subject : str
+            The symbol, for the sentence.
+        count : int, optional
+            The bar count of a count-mode request.
+
+        Returns
+        -------
+        str
+
+        """
+        from nautilus_backfill.plugins.ib.pacing import SMALL_BAR_S
+
+        pacing = (
+            f"at least {format_span(self.least_s)} under IB's pacing"
+            if self.step_s <= SMALL_BAR_S
+            else "no pacing wait (bars over 30 s)"
+        )
+        n = self.requests
+        head = f"{format_span(self.seconds)} of {format_step(self.step_s)} {subject} bars"
+        if count is not None:
+            head = (
+                f"{count:,} {format_step(self.step_s)} {subject} bars "
+                f"({format_span(self.seconds)} back to back)"
+            )
+        at_least = "at least " if count is not None else ""
+        return (
+            f"{head}: {at_least}{n:,} request{'s' if n != 1 else ''} of up to {self.duration} "
+            f"({self.bar_size}, {what}), {pacing}"
+        )
+
+
+def estimate(seconds: int, step_s: int, cost: int = 1) -> Estimate:
+    """
+    Return the requests and the least pacing time for a window, without building chunks.
+
+    Parameters
+    ----------
+    seconds : int
+        The window length.
+    step_s : int
+        The bar length.
+    cost : int, default 1
+        2 for BID_ASK.
+
+    Returns
+    -------
+    Estimate
+
+    Raises
+    ------
+    ValueError
+        If IB has no such bar size.
+
+    """
+    bar_size = bar_size_setting(step_s)
+    n = request_count(seconds, step_s)
+    longest = Chunk(0, min(max_duration_s(step_s), max(seconds, step_s)))
+    return Estimate(seconds, step_s, n, longest.duration, bar_size, least_pacing_s(n, step_s, cost))

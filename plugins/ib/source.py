@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -13,7 +14,14 @@ import pyarrow as pa
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.plugins.ib.config import IBSourceConfig
 from nautilus_backfill.plugins.ib.pacing import PacingHistory, PacingLimiter, state_dir
-from nautilus_backfill.plugins.ib.planner import DAY, Chunk, bar_size_setting, max_duration_s, plan
+from nautilus_backfill.plugins.ib.planner import (
+    DAY,
+    Chunk,
+    bar_size_setting,
+    estimate,
+    iter_plan,
+    max_duration_s,
+)
 from nautilus_backfill.source import (
     BAR_SCHEMA,
     BarRequest,
@@ -37,6 +45,7 @@ COUNT_LOOKBACK_FACTOR = 8
 COUNT_LOOKBACK_MIN_S = 10 * DAY
 COUNT_EXTRA_CHUNKS = 60  # one pacing window's worth, for small bars across a long weekend
 PACING_RETRY_S = 15.0  # IB's pause after a pacing violation (162), as its identical-request rule
+CLIENT_ID_MAX = 2**31 - 1  # the TWS API sends it as a 32-bit int
 RETURN_MARGIN_S = 0.2  # stop this long before a span's deadline, to build and return the answer
 
 
@@ -78,6 +87,123 @@ class IBBarSource(BarSource):
         self._history_noted = False
         self._where = f"{config.host}:{config.port}"
         self.requests_sent = 0
+
+    # -- offline -------------------------------------------------------------------------------
+
+    def check(self, requests: list[BarRequest]) -> list[str]:
+        """
+        Report, without connecting, what this source's config cannot do for `requests`.
+
+        Checks the address and client ids, the timeouts, the bar sizes IB has, forex bars
+        asked as trades, and request sizes: a window before 1970, or more IB requests than
+        its pacing lets through within the source timeout (worked out arithmetically, so a
+        request for ten billion bars costs nothing to check).
+
+        Parameters
+        ----------
+        requests : list[BarRequest]
+            The configured requests.
+
+        Returns
+        -------
+        list[str]
+            One line per problem, starting with the key it concerns.
+
+        """
+        from nautilus_backfill.plugins.ib.pacing import SMALL_BAR_S
+        from nautilus_backfill.timeutil import parse_duration
+
+        cfg = self.config
+        problems = []
+        if not 1 <= cfg.port <= 65535:
+            problems.append(f"port: must be 1..65535, was {cfg.port}")
+        if not cfg.host.strip() or any(c.isspace() for c in cfg.host):
+            problems.append(f"host: must be a host name or address, was '{cfg.host}'")
+        last_id = cfg.client_id + cfg.client_id_attempts - 1
+        if cfg.client_id < 0 or last_id > CLIENT_ID_MAX:
+            problems.append(
+                f"client_id: ids {cfg.client_id}..{last_id} (client_id_attempts "
+                f"{cfg.client_id_attempts}) must lie in 0..{CLIENT_ID_MAX}"
+            )
+        for key in ("connect_timeout", "timeout"):
+            if parse_duration(getattr(cfg, key)) <= 0:
+                problems.append(f"{key}: must be more than 0s, was '{getattr(cfg, key)}'")
+        timeout_s = cfg.timeout_s
+        for request in requests:
+            where = f"backfill.requests[{request.index}] ({request.bar_type})"
+            step_s = request.step_ns // NS
+            refused = self._refusal(request)
+            if refused is not None:
+                problems.append(f"{refused[0]}: {where}: {refused[1]}")
+                continue
+            line = self._estimate_line(request, None, self._what(request), "")
+            least = estimate(
+                self._window_s(request), step_s, 2 if self._what(request) == "BID_ASK" else 1
+            ).least_s
+            if step_s <= SMALL_BAR_S and least > timeout_s:
+                problems.append(
+                    f"timeout: {where}: {line}, more than the source timeout ({cfg.timeout}); "
+                    "ask for less, or raise timeout and the backfill deadline (with a store, "
+                    "each run keeps what it got and the next asks for the rest)"
+                )
+        return problems
+
+    def _refusal(self, request: BarRequest) -> tuple[str, str] | None:
+        # What makes a request impossible for IB, known offline: (config key, why).
+        try:
+            bar_size_setting(request.step_ns // NS)
+        except ValueError as e:
+            return "plugin", str(e)
+        venue = request.bar_type.instrument_id.venue.value
+        price_type = request.bar_type.spec.price_type
+        if venue == "IDEALPRO" and price_type == PriceType.LAST and not self.config.what_to_show:
+            mid = str(request.bar_type).replace("-LAST-", "-MID-")
+            return "what_to_show", f"IB has no TRADES for forex; use {mid}, or set what_to_show"
+        too_old = self._before_1970(request)
+        if too_old:
+            return "plugin", too_old
+        return None
+
+    def plan(self, request: BarRequest) -> list[str]:
+        """
+        Return, without connecting, what this source would ask IB for `request`.
+
+        Parameters
+        ----------
+        request : BarRequest
+            The request.
+
+        Returns
+        -------
+        list[str]
+            Human lines: the requests with their durations and bar sizes, and the least time
+            IB's pacing allows for them.
+
+        """
+        step_s = request.step_ns // NS
+        refused = self._refusal(request)
+        if refused is not None:
+            return [f"{self.config.name}: refused ({refused[0]}): {refused[1]}"]
+        what = self._what(request)
+        lines = [f"{self.config.name}: {self._estimate_line(request, None, what, '')}"]
+        if request.count is not None:
+            lines.append(
+                f"{self.config.name}: count mode: more requests (up to "
+                f"{COUNT_EXTRA_CHUNKS} more, one at a time) when nights, weekends or holidays "
+                "leave the first ones short"
+            )
+        if request.start_ns is not None:
+            first = next(iter_plan(request.start_ns // NS, request.end_ns // NS, step_s), None)
+            if first is not None:
+                lines.append(
+                    f"{self.config.name}: newest first, starting with endDateTime "
+                    f"{first.end_date_time} UTC, durationStr {first.duration}"
+                )
+        lines.append(
+            f"{self.config.name}: up to {self.config.max_in_flight} requests open at once; "
+            "contract details asked once per contract"
+        )
+        return lines
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -158,6 +284,9 @@ class IBBarSource(BarSource):
             bar_size = bar_size_setting(step_s)
         except ValueError as e:
             raise SourceError(f"{request.bar_type}: {e}") from None
+        too_old = self._before_1970(request, span)
+        if too_old:
+            raise SourceError(f"{request.bar_type}: {too_old}", status="config")
         conn = self._connection(deadline)
         contract, instrument, magnifier = self._resolve(conn, request, deadline)
         what = self._what_to_show(request, contract)
@@ -175,6 +304,13 @@ class IBBarSource(BarSource):
                     download.run([chunk])
         except SourceError as e:
             failure = e
+            if e.status == "pacing":
+                failure = SourceError(
+                    f"{e}; {self._estimate_line(request, span, what, contract.symbol)}, "
+                    f"{download.asked:,} sent in this run (with a store, later runs ask only "
+                    "for the rest)",
+                    status="pacing",
+                )
         rows = download.rows()
         notes = [*self._new_notices(conn), *self._history_notes()]
         if failure is not None and not rows:
@@ -244,30 +380,74 @@ class IBBarSource(BarSource):
             deadline = min(deadline, span.deadline - RETURN_MARGIN_S)
         return deadline
 
-    def _chunks(self, span: Span, step_s: int) -> list[Chunk]:
+    def _chunks(self, span: Span, step_s: int) -> Iterator[Chunk]:
+        # Lazily: a window of millions of requests costs what is sent before the deadline.
         end_s = self._end_s(span, step_s)
         assert span.start is not None
         start_s = -(-span.start // NS)
         if step_s < DAY:  # whole bars only, so chunks meet on bar edges and repeat none
             start_s = -(-start_s // step_s) * step_s
-        return plan(start_s, end_s, step_s) if end_s > start_s else []
+        return iter_plan(start_s, end_s, step_s)
 
-    def _count_chunks(self, span: Span, step_s: int) -> tuple[list[Chunk], list[Chunk]]:
+    def _count_chunks(self, span: Span, step_s: int) -> tuple[Iterator[Chunk], Iterator[Chunk]]:
         # First the window the count fills without gaps, then further back in the longest
         # steps IB allows until enough bars came or the lookback is exhausted.
         end_s = self._end_s(span, step_s)
         limit = span.limit or 1
-        first = plan(end_s - limit * step_s, end_s, step_s)
-        start = first[-1].start_s
-        lookback = max(COUNT_LOOKBACK_FACTOR * limit * step_s, COUNT_LOOKBACK_MIN_S)
-        longest = max_duration_s(step_s)
-        extra = []
-        for _ in range(COUNT_EXTRA_CHUNKS):
-            if end_s - start >= lookback:
-                break
-            extra.append(Chunk(start, longest))
-            start -= longest
-        return first, extra
+        oldest = [end_s - limit * step_s]
+
+        def first() -> Iterator[Chunk]:
+            for chunk in iter_plan(end_s - limit * step_s, end_s, step_s):
+                oldest[0] = chunk.start_s
+                yield chunk
+
+        def extra() -> Iterator[Chunk]:
+            start = oldest[0]
+            lookback = max(COUNT_LOOKBACK_FACTOR * limit * step_s, COUNT_LOOKBACK_MIN_S)
+            longest = max_duration_s(step_s)
+            for _ in range(COUNT_EXTRA_CHUNKS):
+                if end_s - start >= lookback:
+                    return
+                yield Chunk(start, longest)
+                start -= longest
+
+        return first(), extra()
+
+    @staticmethod
+    def _window_s(request: BarRequest, span: Span | None = None) -> int:
+        # The least time the window spans: count mode, the count's bars back to back.
+        start = span.start if span is not None else request.start_ns
+        end = span.end if span is not None else request.end_ns
+        limit = span.limit if span is not None else request.count
+        if start is not None:
+            return max(0, (end - start) // NS)
+        return (limit or 1) * (request.step_ns // NS)
+
+    def _before_1970(self, request: BarRequest, span: Span | None = None) -> str | None:
+        end = span.end if span is not None else request.end_ns
+        seconds = self._window_s(request, span)
+        if end // NS - seconds >= 0:
+            return None
+        return (
+            f"the window reaches back before 1970, where IB has no bars "
+            f"({self._estimate_line(request, span, self._what(request), '')}); ask for fewer "
+            "bars or a later start"
+        )
+
+    def _estimate_line(self, request: BarRequest, span: Span | None, what: str, name: str) -> str:
+        step_s = request.step_ns // NS
+        cost = 2 if what == "BID_ASK" else 1
+        subject = name or request.bar_type.instrument_id.symbol.value
+        start = span.start if span is not None else request.start_ns
+        count = None
+        if start is None:
+            count = span.limit if span is not None else request.count
+        found = estimate(self._window_s(request, span), step_s, cost)
+        return found.describe(what, subject, count)
+
+    def _what(self, request: BarRequest) -> str:
+        # The whatToShow without the contract (offline): forex LAST shows as TRADES here.
+        return self.config.what_to_show or WHAT_TO_SHOW[request.bar_type.spec.price_type]
 
     @staticmethod
     def _end_s(span: Span, step_s: int) -> int:
@@ -493,7 +673,7 @@ class _Download:
         """Return every row received so far, newest chunk first, each in arrival order."""
         return [r for chunk in self._rows for r in chunk]
 
-    def run(self, chunks: list[Chunk]) -> None:
+    def run(self, chunks: Iterable[Chunk]) -> None:
         """
         Send `chunks` and collect their answers; raise the first failure after collecting.
 
@@ -503,21 +683,25 @@ class _Download:
             When a request failed or the deadline came; the rows stay in `rows`.
 
         """
-        pending = list(chunks)
-        while pending:
+        pending: Iterable[Chunk] = chunks
+        while True:
+            asked: list[Chunk] = []
             sent: list[tuple[int, int, Future, _Release]] = []
             failure: SourceError | None = None
             try:
                 for chunk in pending:
                     sent.append(self._send(chunk))
+                    asked.append(chunk)
             except SourceError as e:  # the limiter: no slot or pacing window before the deadline
                 failure = e
-            retry, failed = self._collect(pending[: len(sent)], sent)
+            retry, failed = self._collect(asked, sent)
             failure = failed or failure
             if failure is not None:
                 raise failure
-            if retry:  # 162 pacing violation: IB asks for a pause before the same requests
-                time.sleep(PACING_RETRY_S * self.source.limiter.scale)
+            if not retry:
+                return
+            # 162 pacing violation: IB asks for a pause before the same requests.
+            time.sleep(PACING_RETRY_S * self.source.limiter.scale)
             pending = retry
 
     def _send(self, chunk: Chunk) -> tuple[int, int, Future, _Release]:
