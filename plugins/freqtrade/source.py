@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 import zlib
 from pathlib import Path
@@ -60,6 +61,12 @@ _COLUMNS = ("date", "open", "high", "low", "close", "volume")
 _MS = 1_000_000
 # 1990-01-01 in epoch ms: freqtrade writes ms; values below this are seconds or garbage.
 _MS_1990 = 631_152_000_000
+
+
+def within(table: pa.Table, span: Span, step: int) -> pa.Table:
+    """Keep the rows of `span` (and unparsed ones), without a copy when that is all of them."""
+    mask = in_span(table.column("ts"), span, 0, step)
+    return table if pc.all(mask).as_py() is not False else table.filter(mask)
 
 
 def _problem(key: str, message: str, status: str = "error") -> SourceError:
@@ -206,7 +213,7 @@ class FreqtradeBarSource(BarSource):
         """
         path, fmt, pair = self._locate(request)
         table = read_candles(path, fmt)
-        table = table.filter(in_span(table.column("ts"), span, 0, request.step_ns))
+        table = within(table, span, request.step_ns)
         notes = [f"{path.name}: freqtrade pair {pair}, {fmt}"]
         return SourceResult(newest(table, span.limit), timestamp_is="open", notes=notes)
 
@@ -242,7 +249,7 @@ class FreqtradeBarSource(BarSource):
                 f"{bar_type.spec.price_type.name} bars",
             )
         tf = timeframe(bar_type)
-        root = Path(self.context.resolve(self.config.path))
+        root = Path(os.path.normpath(self.context.resolve(self.config.path)))
         if not root.is_dir():
             raise _problem(
                 "path",

@@ -9,6 +9,7 @@ import os
 import re
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,6 +40,12 @@ _DAY_NS = 86_400 * 10**9
 # LEAN stores US equity prices in 1/10,000 dollars (TradeBar/QuoteBar `_scaleFactor`).
 _EQUITY_SCALE = 10_000.0
 _BLOCK = 1 << 22
+
+
+def within(table: pa.Table, span: Span, step: int) -> pa.Table:
+    """Keep the rows of `span` (and unparsed ones), without a copy when that is all of them."""
+    mask = in_span(table.column("ts"), span, 0, step)
+    return table if pc.all(mask).as_py() is not False else table.filter(mask)
 
 
 def _problem(key: str, message: str, status: str = "error") -> SourceError:
@@ -201,7 +208,7 @@ class LeanBarSource(BarSource):
             if not files.single.is_file():
                 raise _problem("path", f"no LEAN file {files.single}", status="empty")
             table = read_lean_file(files, files.single, notes)
-            table = table.filter(in_span(table.column("ts"), span, 0, request.step_ns))
+            table = within(table, span, request.step_ns)
             notes.insert(0, f"read {files.single.relative_to(files.root)}")
         return SourceResult(newest(table, span.limit), timestamp_is="open", notes=notes)
 
@@ -262,7 +269,7 @@ class LeanBarSource(BarSource):
                 "plugin",
                 f"LEAN stores second, minute, hour and daily bars; {bar_type} asks for {step}",
             )
-        root = Path(self.context.resolve(self.config.path))
+        root = Path(os.path.normpath(self.context.resolve(self.config.path)))
         if not root.is_dir():
             raise _problem("path", f"LEAN data folder {root} does not exist", status="empty")
         side = bar_type.spec.price_type.name
@@ -357,7 +364,7 @@ class LeanBarSource(BarSource):
 
         def read(batch: list[tuple[date, Path]]) -> pa.Table:
             table = read_lean_days(files, batch, notes)
-            return table.filter(in_span(table.column("ts"), span, 0, step))
+            return within(table, span, step)
 
         if span.start is not None or span.limit is None:
             tables = [read(wanted)]
@@ -404,14 +411,23 @@ def _member(path: Path) -> bytes:
         raise SourceError(f"{path}: not a readable LEAN zip: {e}") from None
 
 
-def _clean(data: bytes) -> tuple[bytes, np.ndarray | None]:
-    # Blank lines would shift row numbers (the CSV reader skips them): drop them, keep numbers.
-    data = data.rstrip(b"\r\n")
-    if not (b"\n\n" in data or b"\n\r\n" in data or data[:1] in (b"\n", b"\r")):
-        return data, None
-    lines = data.split(b"\n")
-    keep = [i for i, line in enumerate(lines) if line.strip()]
-    return b"\n".join(lines[i] for i in keep), np.array(keep, dtype=np.int64) + 1
+def _clean(data: bytes) -> tuple[bytes, np.ndarray | None, int]:
+    # Returns the rows, each ending in a newline, their 1-based line numbers when blank lines
+    # were dropped (the CSV reader would skip them and shift every number after), and a count.
+    if not data.strip():
+        return b"", None, 0
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if data[:1] in (b"\n", b"\r") or b"\n\n" in data or b"\n\r\n" in data:
+        lines = data.split(b"\n")[:-1]
+        keep = [i for i, line in enumerate(lines) if line.strip()]
+        cleaned = b"".join(lines[i] + b"\n" for i in keep)
+        return cleaned, np.array(keep, dtype=np.int64) + 1, len(keep)
+    return data, None, data.count(b"\n")
+
+
+def _load(path: Path) -> tuple[bytes, np.ndarray | None, int]:
+    return _clean(_member(path))
 
 
 def read_lean_days(files: LeanFiles, batch: list[tuple[date, Path]], notes: list[str]) -> pa.Table:
@@ -434,28 +450,27 @@ def read_lean_days(files: LeanFiles, batch: list[tuple[date, Path]], notes: list
         `BAR_SCHEMA` columns (``ts`` the bar open, UNIX ns), ``_row`` and ``_file``.
 
     """
-    chunks: list[bytes] = []
-    counts = np.zeros(len(batch), dtype=np.int64)
-    rows: list[np.ndarray] = []
-    for i, (_, path) in enumerate(batch):
-        data, numbers = _clean(_member(path))
-        if data:
-            counts[i] = data.count(b"\n") + 1
-            chunks.append(data)
-        rows.append(numbers if numbers is not None else np.arange(1, counts[i] + 1))
-    table = _parse(b"\n".join(chunks), files.width, int(counts.sum()))
+    paths = [p for _, p in batch]
+    if len(paths) > 8:  # zlib and file reads release the GIL: unzip on every core
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            loaded = list(pool.map(_load, paths))
+    else:
+        loaded = [_load(p) for p in paths]
+    counts = np.array([n for _, _, n in loaded], dtype=np.int64)
+    table = _parse(b"".join(data for data, _, _ in loaded), files.width, int(counts.sum()))
     if table is None:  # a malformed row somewhere: read file by file, row by row
-        table = pa.concat_tables(
-            [_parse_slow(_clean(_member(path))[0], files.width) for _, path in batch]
-        )
+        table = pa.concat_tables([_parse_slow(data, files.width) for data, _, _ in loaded])
+    rows = [
+        numbers if numbers is not None else np.arange(1, n + 1, dtype=np.int64)
+        for _, numbers, n in loaded
+    ]
     midnights = np.array([(d - date(1970, 1, 1)).days * _DAY_NS for d, _ in batch], dtype=np.int64)
-    ms = table.column(0).combine_chunks()
-    wall = pc.add(pa.array(np.repeat(midnights, counts)), pc.multiply(ms, _MS))
+    wall = pc.add(pc.multiply(table.column(0), _MS), pa.array(np.repeat(midnights, counts)))
     if files.tz == "UTC":
         ts = wall
     else:  # wall clock to UTC; a time the zone skips or repeats (DST) becomes null
         ts = to_epoch_ns(pc.cast(wall, pa.timestamp("ns")), "auto", files.tz)
-    names = [str(p.relative_to(files.root)) for _, p in batch]
+    names = [str(p.relative_to(files.root)) for p in paths]
     file_index = pa.array(np.repeat(np.arange(len(batch), dtype=np.int32), counts))
     out = _bars(files, ts, table, notes)
     return out.append_column(
@@ -483,8 +498,7 @@ def read_lean_file(files: LeanFiles, path: Path, notes: list[str]) -> pa.Table:
         `BAR_SCHEMA` columns, ``_row``, ``_file`` and ``_raw`` (the time as written).
 
     """
-    data, numbers = _clean(_member(path))
-    n = data.count(b"\n") + 1 if data else 0
+    data, numbers, n = _clean(_member(path))
     table = _parse(data, files.width, n, time_as_text=True)
     if table is None:
         table = _parse_slow(data, files.width, time_as_text=True)
@@ -587,18 +601,18 @@ def _decimals(columns: list[pa.Array]) -> int | None:
 
 
 def _bars(files: LeanFiles, ts: pa.Array, table: pa.Table, notes: list[str]) -> pa.Table:
-    def col(i: int) -> pa.Array:
-        c = table.column(i).combine_chunks()
+    def col(i: int) -> pa.ChunkedArray:
+        c = table.column(i)
         return pc.divide(c, files.scale) if files.scale else c
 
     n = table.num_rows
     if files.tick == "trade":
         values = [col(i) for i in range(1, 6)]
         if files.scale:  # volume is not scaled
-            values[4] = table.column(5).combine_chunks()
+            values[4] = table.column(5)
     else:
-        bid = [table.column(i).combine_chunks() for i in range(1, 5)]
-        ask = [table.column(i).combine_chunks() for i in range(6, 10)]
+        bid = [table.column(i) for i in range(1, 5)]
+        ask = [table.column(i) for i in range(6, 10)]
         if files.side == "BID":
             prices = bid
         elif files.side == "ASK":
