@@ -561,9 +561,10 @@ class CsvBarSource(BarSource):
         reader: Iterator[pa.RecordBatch],
         skipped: list[int],
         first_line: int,
+        fmt: TimestampFormat | None = None,
+        resolved: list[TimestampFormat] | None = None,
     ) -> Iterator[pa.Table]:
         # Each batch as bars with `_idx` (data row number from 0) and `_raw`; blank lines gone.
-        fmt: TimestampFormat | None = None
         row = 0
         for batch in reader:
             n = batch.num_rows
@@ -571,6 +572,8 @@ class CsvBarSource(BarSource):
             raw = self._raw_timestamps(table, layout)
             if fmt is None and raw.null_count < len(raw):
                 fmt = self._resolve(path, layout, raw, row, skipped, first_line)
+            if fmt is not None and resolved is not None and not resolved:
+                resolved.append(fmt)
             try:
                 ts = (
                     parse_timestamps(raw, fmt, self.config.timezone)
@@ -728,7 +731,214 @@ class CsvBarSource(BarSource):
         span: Span,
         typed: bool,
     ) -> pa.Table | None:
-        return None
+        # Count mode on a sorted plain file: parse blocks from the end until the newest
+        # `limit` bars are in hand. None when the file is not sorted (the caller streams it).
+        assert span.limit is not None
+        limit = span.limit
+        step = request.step_ns
+        shift = step if self.config.timestamp_is == "close" else 0
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD)
+            data_start = _offset_after_lines(head, layout.skip)
+            if data_start is None:
+                return None
+            first = self._parse_block(path, layout, typed, head[data_start:], None, complete=False)
+            if first is None:
+                return None
+            fmt, head_rows, _ = first
+            head_ts = _usable(head_rows)
+            if not _sorted(head_ts):
+                return None
+            line_bytes = max(8.0, (len(head) - data_start) / max(1, head_rows.num_rows + 1))
+            block = max(1 << 16, int(line_bytes * (limit + 64) * 1.5))
+            end = size
+            pieces: list[tuple[int, pa.Table]] = []  # (chunk start, rows), newest first
+            newer_min: int | None = None
+            while True:
+                start = max(data_start, end - block)
+                fh.seek(start)
+                chunk = fh.read(end - start)
+                if start > data_start:
+                    cut = chunk.find(b"\n")
+                    if cut < 0:
+                        block *= 2
+                        continue
+                    start += cut + 1
+                    chunk = chunk[cut + 1 :]
+                parsed = self._parse_block(path, layout, typed, chunk, fmt, complete=True)
+                if parsed is None:
+                    return None
+                _, rows, skipped = parsed
+                ts = _usable(rows)
+                if not _sorted(ts) or (newer_min is not None and len(ts) and ts[-1] > newer_min):
+                    return None
+                if len(ts):
+                    newer_min = int(ts[0])
+                lines = _line_numbers(
+                    rows.column("_idx").to_numpy(), np.array(skipped, dtype=np.int64), 1
+                )
+                rows = rows.append_column("_line", pa.array(lines))
+                rows = rows.filter(_wanted(rows.column("ts"), span, shift, step))
+                pieces.append((start, rows))
+                if start <= data_start:
+                    break
+                if len(ts) and self._enough(pieces, int(ts[0]), limit):
+                    break
+                end = start
+                block = min(block * 2, 1 << 26)
+            earliest = pieces[-1][0]
+            if earliest > data_start and not self._probe_sorted(
+                fh, data_start, earliest, layout, fmt, head_ts, newer_min
+            ):
+                return None
+            base = _count_newlines(fh, earliest)
+        return self._tail_table(path, pieces, base, limit, earliest, size)
+
+    @staticmethod
+    def _enough(pieces: list[tuple[int, pa.Table]], oldest: int, limit: int) -> bool:
+        # Every earlier row opens at or before `oldest`: done once `limit` distinct newer
+        # timestamps are in hand (ties at `oldest` could still continue above the cut).
+        ts = np.concatenate([_usable(t) for _, t in pieces])
+        return len(np.unique(ts[ts > oldest])) >= limit
+
+    def _tail_table(
+        self,
+        path: str,
+        pieces: list[tuple[int, pa.Table]],
+        base: int,
+        limit: int,
+        earliest: int,
+        size: int,
+    ) -> pa.Table:
+        newest = _Newest(limit)
+        parts = []
+        # Oldest first, so each piece's first line follows the newlines counted before it.
+        with open(path, "rb") as fh:
+            for i, (start, rows) in enumerate(reversed(pieces)):
+                rows = rows.set_column(
+                    rows.column_names.index("_line"),
+                    "_line",
+                    pc.add(rows.column("_line"), base),
+                )
+                parts.append(rows)
+                end = pieces[len(pieces) - 2 - i][0] if i < len(pieces) - 1 else size
+                base += _count_newlines(fh, end, start)
+        for rows in parts:
+            newest.add(rows)
+        kept = newest.table()
+        if kept is None:
+            return self._finish(path, [], [], [], 1)
+        kept = kept.set_column(kept.column_names.index("_idx"), "_idx", kept.column("_line"))
+        return self._finish(path, [kept.drop_columns(["_line"])], [], [], 0, lambda idx: idx)
+
+    def _parse_block(
+        self,
+        path: str,
+        layout: _Layout,
+        typed: bool,
+        data: bytes,
+        fmt: TimestampFormat | None,
+        complete: bool,
+    ) -> tuple[TimestampFormat, pa.Table, list[int]] | None:
+        if not complete:
+            data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return None
+        try:
+            return self._parse_rows(path, layout, typed, data, fmt)
+        except SourceError:
+            return None  # the stream says it again, with the file's line numbers
+
+    def _parse_rows(
+        self, path: str, layout: _Layout, typed: bool, data: bytes, fmt: TimestampFormat | None
+    ) -> tuple[TimestampFormat, pa.Table, list[int]] | None:
+        skipped: list[int] = []
+        bad: list[tuple[int, str]] = []
+
+        def skip(row: Any) -> str:
+            skipped.append(row.number if row.number is not None else 0)
+            if row.text.strip():
+                bad.append((row.number or 0, row.text[:60]))
+            return "skip"
+
+        read, parse, convert = self._options(layout, typed, 0, skip)
+        reader = pacsv.open_csv(
+            io.BytesIO(data), read_options=read, parse_options=parse, convert_options=convert
+        )
+        resolved: list[TimestampFormat] = []
+        tables = list(self._batches(path, layout, typed, reader, skipped, 1, fmt, resolved))
+        if bad or not tables or not resolved:
+            return None  # broken lines: the stream reports them with their line numbers
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        return resolved[0], table, skipped
+
+    def _probe_sorted(
+        self,
+        fh: IO[bytes],
+        data_start: int,
+        earliest: int,
+        layout: _Layout,
+        fmt: TimestampFormat,
+        head_ts: np.ndarray,
+        newest_min: int | None,
+    ) -> bool:
+        # Rows never read are trusted to be older only if a sample through the file rises.
+        lines = []
+        for k in range(1, _PROBES + 1):
+            fh.seek(data_start + (earliest - data_start) * k // (_PROBES + 1))
+            chunk = fh.read(4096)
+            parts = chunk.split(b"\n")
+            if len(parts) > 2 and parts[1].strip():
+                lines.append(parts[1])
+        data = b"\n".join(lines) + b"\n"
+        parsed = self._parse_block("", layout, False, data, fmt, complete=True)
+        if parsed is None:
+            return False
+        _, rows, skipped = parsed
+        if skipped or rows.num_rows != len(lines):
+            return False
+        ts = rows.column("ts").to_numpy(zero_copy_only=False)
+        chain = np.concatenate(
+            [head_ts[:1], ts, [newest_min] if newest_min is not None else []]
+        ).astype(np.int64)
+        return bool(np.all(np.diff(chain) >= 0))
+
+
+def _usable(table: pa.Table) -> np.ndarray:
+    ts = table.column("ts")
+    keep = pc.fill_null(pc.greater_equal(ts, 0), False)
+    return pc.filter(ts, keep).to_numpy()
+
+
+def _sorted(ts: np.ndarray) -> bool:
+    return bool(np.all(ts[1:] >= ts[:-1]))
+
+
+def _offset_after_lines(head: bytes, lines: int) -> int | None:
+    offset = 0
+    for _ in range(lines):
+        nl = head.find(b"\n", offset)
+        if nl < 0:
+            return None
+        offset = nl + 1
+    return offset
+
+
+def _count_newlines(fh: IO[bytes], end: int, start: int = 0) -> int:
+    # Line numbers of rows read from the end: count in a small reused buffer (no file-sized
+    # memory, and no mmap whose pages would count as resident).
+    buf = bytearray(1 << 22)
+    view = memoryview(buf)
+    fh.seek(start)
+    left = end - start
+    count = 0
+    while left > 0:
+        n = fh.readinto(view[: min(len(buf), left)])  # type: ignore[attr-defined]
+        if not n:
+            break
+        count += int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8, count=n) == 10))
+        left -= n
+    return count
 
 
 def _wanted(ts: pa.Array | pa.ChunkedArray, span: Span, shift: int, step: int) -> pa.Array:
