@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,19 @@ class FetchResult:
 
 @dataclass
 class _Precision:
-    price: int | None
-    size: int | None
+    price: int | None = None
+    size: int | None = None
+
+
+@dataclass
+class _Work:
+    # One request on its way through the stages.
+    req: BarRequest
+    cfg: BarRequestConfig
+    report: RequestReport
+    layered: Layered = field(default_factory=Layered)
+    precision: _Precision = field(default_factory=_Precision)
+    instruments: list[Any] = field(default_factory=list)
 
 
 def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> BarRequest:
@@ -193,13 +204,19 @@ class Backfill:
         started = time.monotonic()
         deadline_at = started + self.config.deadline_s
         now = now_ns()
-        requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
         context = SourceContext(Path(self.config.base_dir or "."), cache)
         store = self._open_store(context)
         sources, source_errors = self._open_sources(context, store)
-        reports = [
-            RequestReport(str(r.bar_type), r.count, sources=self._attempts()) for r in requests
+        work = [
+            _Work(
+                build_request(cfg, i, now),
+                cfg,
+                RequestReport(cfg.bar_type, cfg.bars, sources=self._attempts()),
+            )
+            for i, cfg in enumerate(self.config.requests)
         ]
+        for w in work:
+            w.precision = _precision(w.req, w.cfg, cache)
         writers = np.array(
             [
                 i
@@ -211,47 +228,34 @@ class Backfill:
             dtype=np.int64,
         )
         results: dict[int, tuple[BarType, list[Bar]]] = {}
-        instruments: list[Any] = []
-
-        def run(i: int) -> None:
-            req, report = requests[i], reports[i]
-            cfg = self.config.requests[i]
-            layered, precision, found = self._fetch_request(
-                req,
-                cfg,
-                report,
-                sources,
-                source_errors,
-                deadline_at,
-                cache,
-            )
-            instruments.extend(found)
-            if store is not None:
-                self._write_through(
-                    req, store, layered, precision, report, found, deadline_at, writers
-                )
-            results[i] = (req.bar_type, self._finish(req, cfg, layered, precision, report, cache))
-            if on_request_done is not None:
-                on_request_done(report)
-
-        pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(requests))))
         try:
-            futures = {pool.submit(run, i): i for i in range(len(requests))}
-            _, pending = wait(futures, timeout=max(0.0, deadline_at - time.monotonic()) + 1.0)
-            for future in pending:
-                reports[futures[future]].error = "did not finish before the deadline"
-            for future in futures:
-                if future.done() and future.exception() is not None:
+            # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
+            # asked only for what the sources before it left missing.
+            for i, source in enumerate(sources):
+                self._stage(i, source, source_errors[i], work, deadline_at)
+
+            def finish(w: _Work) -> None:
+                if store is not None:
+                    self._write_through(w, store, deadline_at, writers)
+                results[w.req.index] = (w.req.bar_type, self._finish(w, cache))
+                if on_request_done is not None:
+                    on_request_done(w.report)
+
+            with ThreadPoolExecutor(max_workers=max(1, min(8, len(work)))) as pool:
+                futures = {pool.submit(finish, w): w for w in work}
+                for future in futures:
                     e = future.exception()
-                    reports[futures[future]].error = f"{type(e).__name__}: {e}"
+                    if e is not None:  # never expected: keep the other requests' bars
+                        futures[future].report.error = f"{type(e).__name__}: {e}"
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
             for source in sources:
                 if source is not None:
                     with contextlib.suppress(Exception):  # closing must never fail the backfill
                         source.close()
+        reports = [w.report for w in work]
         report = BackfillReport(reports, time.monotonic() - started, self.config.on_insufficient)
         bars = {bt: b for _, (bt, b) in sorted(results.items()) if b}
+        instruments = [i for w in work for i in w.instruments]
         return FetchResult(bars, report, instruments)
 
     def inject(self, target: Any) -> BackfillReport:
@@ -329,93 +333,158 @@ class Backfill:
                 errors.append(_describe(e))
         return sources, errors
 
-    def _fetch_request(
+    def _stage(
         self,
-        req: BarRequest,
-        cfg: BarRequestConfig,
-        report: RequestReport,
-        sources: list[BarSource | None],
-        source_errors: list[str | None],
+        index: int,
+        source: BarSource | None,
+        open_error: str | None,
+        work: list[_Work],
         deadline_at: float,
-        cache: Any,
-    ) -> tuple[Layered, _Precision, list[Any]]:
-        layered = Layered()
-        precision = _precision(req, cfg, cache)
-        instruments: list[Any] = []
-        configs = self._source_configs()
-        for i, (src_cfg, source) in enumerate(zip(configs, sources, strict=True)):
-            attempt = report.sources[i]
-            spans = layered.missing(req)
+    ) -> None:
+        src_cfg = self._source_configs()[index]
+        calls: list[tuple[_Work, Span]] = []
+        for w in work:
+            attempt = w.report.sources[index]
+            spans = w.layered.missing(w.req)
             if not spans:
                 attempt.status = "not_needed"
-                continue
-            if source is None:
-                attempt.status, attempt.error = "error", source_errors[i]
-                continue
-            started = time.monotonic()
-            for span in spans:
-                remaining = deadline_at - time.monotonic()
-                if remaining <= 0:
-                    attempt.status, attempt.error = "not_asked", "the deadline had passed"
-                    break
+            elif source is None:
+                attempt.status, attempt.error = "error", open_error
+            else:
+                calls.extend((w, span) for span in spans)
+        if source is None or not calls:
+            return
+        for (w, span), (outcome, elapsed) in zip(
+            calls, self._ask(source, src_cfg, calls, deadline_at), strict=True
+        ):
+            attempt = w.report.sources[index]
+            attempt.elapsed_s += elapsed
+            if not (isinstance(outcome, SourceError) and outcome.status == "not_asked"):
                 attempt.calls += 1
-                timeout = min(src_cfg.timeout_s, remaining)
-                span = replace(span, deadline=time.monotonic() + timeout)
-                try:
-                    raw = call_with_timeout(
-                        lambda src=source, span=span: src.fetch(req, span),  # type: ignore[misc]
-                        timeout,
-                        name=src_cfg.name,
-                    )
-                except SourceError as e:
-                    attempt.status, attempt.error = e.status, str(e)
-                    break
-                except Exception as e:  # a plugin bug fails the source, not the node
-                    attempt.status = "error"
-                    attempt.error = f"plugin '{src_cfg.plugin}' raised {type(e).__name__}: {e}"
-                    break
-                answer = conform(raw)
-                if answer.result is None:
-                    attempt.received += answer.rows
-                    report.dropped["bad_answer"] += answer.rows
-                    attempt.status = "error"
-                    attempt.error = f"plugin '{src_cfg.plugin}' broke the contract: {answer.error}"
-                    break
-                result = answer.result
-                instruments.extend(result.instruments)
-                attempt.notes.extend(result.notes)
-                self._accept(req, cfg, src_cfg, i, span, result, precision, layered, report)
-                if result.failure is not None:
-                    attempt.status, attempt.error = result.failure.status, str(result.failure)
-                    break
-                if isinstance(source, StoreSource):
-                    layered.coverage |= source.answered(req)
-                elif (
-                    attempt.status != "invalid"
-                    and report.error is None
-                    and self._writes_back(src_cfg, source)
-                ):
-                    layered.answered |= _answered(span, result, req.step_ns)
-            attempt.elapsed_s += time.monotonic() - started
+            # Every answer is taken, also after another span failed: its rows are counted.
+            self._take(w, index, src_cfg, source, span, outcome)
+        for w, _ in calls:
+            attempt = w.report.sources[index]
             if attempt.status == "not_needed":
                 attempt.status = "ok" if attempt.received else "empty"
-        return layered, precision, instruments
+
+    def _ask(
+        self,
+        source: BarSource,
+        src_cfg: SourceConfig,
+        calls: list[tuple[_Work, Span]],
+        deadline_at: float,
+    ) -> list[tuple[Any, float]]:
+        # Each call runs under its own timeout, `max_parallel` at a time; a call the deadline
+        # leaves no time for is not made.
+        def one(call: tuple[_Work, Span]) -> tuple[Any, float]:
+            w, span = call
+            remaining = deadline_at - time.monotonic()
+            if remaining <= 0:
+                return SourceError("the deadline had passed", status="not_asked"), 0.0
+            timeout = min(src_cfg.timeout_s, remaining)
+            span = replace(span, deadline=time.monotonic() + timeout)
+            started = time.monotonic()
+            try:
+                raw = call_with_timeout(
+                    lambda: source.fetch(w.req, span), timeout, name=src_cfg.name
+                )
+            except Exception as e:
+                return e, time.monotonic() - started
+            return raw, time.monotonic() - started
+
+        if type(source).fetch_many is not BarSource.fetch_many:
+            return self._ask_batch(source, src_cfg, calls, deadline_at)
+        workers = max(1, min(len(calls), _parallel(source)))
+        if workers == 1:
+            return [one(c) for c in calls]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=src_cfg.name) as pool:
+            return list(pool.map(one, calls))
+
+    def _ask_batch(
+        self,
+        source: BarSource,
+        src_cfg: SourceConfig,
+        calls: list[tuple[_Work, Span]],
+        deadline_at: float,
+    ) -> list[tuple[Any, float]]:
+        remaining = deadline_at - time.monotonic()
+        if remaining <= 0:
+            return [(SourceError("the deadline had passed", status="not_asked"), 0.0)] * len(calls)
+        timeout = min(src_cfg.timeout_s, remaining)
+        at = time.monotonic() + timeout
+        pairs = [(w.req, replace(span, deadline=at)) for w, span in calls]
+        started = time.monotonic()
+        try:
+            answers = call_with_timeout(
+                lambda: source.fetch_many(pairs), timeout, name=src_cfg.name
+            )
+            if not isinstance(answers, list) or len(answers) != len(calls):
+                got = len(answers) if isinstance(answers, list) else type(answers).__name__
+                raise SourceError(
+                    f"plugin '{src_cfg.plugin}' broke the contract: fetch_many returned {got} "
+                    f"answers for {len(calls)} calls"
+                )
+        except Exception as e:
+            answers = [e] * len(calls)
+        elapsed = (time.monotonic() - started) / len(calls)
+        return [(a, elapsed) for a in answers]
+
+    def _take(
+        self,
+        w: _Work,
+        index: int,
+        src_cfg: SourceConfig,
+        source: BarSource,
+        span: Span,
+        outcome: Any,
+    ) -> None:
+        attempt = w.report.sources[index]
+
+        def fail(status: str, error: str) -> None:
+            if attempt.status in ("not_needed", "ok"):  # the first failure is the one to fix
+                attempt.status, attempt.error = status, error
+
+        if isinstance(outcome, SourceError):
+            fail(outcome.status, str(outcome))
+            return
+        if isinstance(outcome, Exception):  # a plugin bug fails the source, not the node
+            fail("error", f"plugin '{src_cfg.plugin}' raised {type(outcome).__name__}: {outcome}")
+            return
+        answer = conform(outcome)
+        if answer.result is None:
+            attempt.received += answer.rows
+            w.report.dropped["bad_answer"] += answer.rows
+            fail("error", f"plugin '{src_cfg.plugin}' broke the contract: {answer.error}")
+            return
+        result = answer.result
+        w.instruments.extend(result.instruments)
+        attempt.notes.extend(result.notes)
+        self._accept(w, src_cfg, index, span, result)
+        if result.failure is not None:
+            fail(result.failure.status, str(result.failure))
+            return
+        if isinstance(source, StoreSource):
+            w.layered.coverage |= source.answered(w.req)
+        elif (
+            attempt.status != "invalid"
+            and w.report.error is None
+            and self._writes_back(src_cfg, source)
+        ):
+            w.layered.answered |= _answered(span, result, w.req.step_ns)
 
     def _writes_back(self, cfg: SourceConfig, source: BarSource) -> bool:
         return cfg.write_back if cfg.write_back is not None else type(source).remote
 
     def _accept(
         self,
-        req: BarRequest,
-        cfg: BarRequestConfig,
+        w: _Work,
         src_cfg: SourceConfig,
         index: int,
         span: Span,
         result: SourceResult,
-        precision: _Precision,
-        layered: Layered,
-        report: RequestReport,
     ) -> None:
+        req, cfg, precision, layered, report = w.req, w.cfg, w.precision, w.layered, w.report
         attempt = report.sources[index]
         rows = result.table.num_rows
         attempt.received += rows
@@ -468,15 +537,13 @@ class Backfill:
 
     def _write_through(
         self,
-        req: BarRequest,
+        w: _Work,
         store: StoreSource,
-        layered: Layered,
-        precision: _Precision,
-        report: RequestReport,
-        instruments: list[Any],
         deadline_at: float,
         writers: np.ndarray,
     ) -> None:
+        req, layered, precision, report = w.req, w.layered, w.precision, w.report
+        instruments = w.instruments
         # What the sources that write back (not the store) returned and validated, never a
         # bar still forming.
         fresh = np.isin(layered.origin, writers)
@@ -508,15 +575,8 @@ class Backfill:
         except Exception as e:  # a store that cannot be written must not cost the warm start
             report.examples.append(f"store: not written: {type(e).__name__}: {e}")
 
-    def _finish(
-        self,
-        req: BarRequest,
-        cfg: BarRequestConfig,
-        layered: Layered,
-        precision: _Precision,
-        report: RequestReport,
-        cache: Any,
-    ) -> list[Bar]:
+    def _finish(self, w: _Work, cache: Any) -> list[Bar]:
+        req, cfg, layered, precision, report = w.req, w.cfg, w.layered, w.precision, w.report
         trimmed = layered.trim(req)
         if trimmed:
             report.dropped["outside_window"] += trimmed
@@ -571,6 +631,11 @@ class Backfill:
             f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
             f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
         )
+
+
+def _parallel(source: BarSource) -> int:
+    value = getattr(type(source), "max_parallel", 8)
+    return value if isinstance(value, int) and value > 0 else 8
 
 
 def _describe(e: Exception) -> str:

@@ -181,6 +181,8 @@ class BarSource:
     # Network sources (brokers, vendor APIs): only their bars are written back to the store,
     # so a local fallback file never outranks the primary on the next start.
     remote: ClassVar[bool] = False
+    # How many `fetch` calls the host makes at once (for different requests or spans).
+    max_parallel: ClassVar[int] = 8
 
     def __init__(self, config: SourceConfig, context: SourceContext) -> None:
         self.config = config
@@ -203,6 +205,29 @@ class BarSource:
         Returns
         -------
         SourceResult
+
+        """
+        raise NotImplementedError
+
+    def fetch_many(self, calls: list[tuple[BarRequest, Span]]) -> list[Any]:
+        """
+        Answer several ``(request, span)`` pairs in one call (optional).
+
+        Override it when one pass over the data can serve many requests (one scan of a
+        catalog for 300 bar types); the default is never called: the host then calls `fetch`
+        per pair, `max_parallel` at a time. The source's ``timeout`` bounds the whole call,
+        and each span's ``deadline`` is that of the call.
+
+        Parameters
+        ----------
+        calls : list[tuple[BarRequest, Span]]
+            The pairs to answer.
+
+        Returns
+        -------
+        list[SourceResult | Exception]
+            One answer per pair, in order: a `SourceResult`, or the exception (a
+            `SourceError` with a status) that pair failed with.
 
         """
         raise NotImplementedError

@@ -1,0 +1,118 @@
+"""The pipeline runs one stage per source: batch answers, parallel calls, deadlines."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+from nautilus_backfill import BarSource, SourceResult, hookimpl
+from nautilus_backfill.config import config_from_dict
+from nautilus_backfill.errors import SourceError
+from nautilus_backfill.orchestrator import Backfill
+from nautilus_backfill.registry import build_registry
+
+MIN = 60_000_000_000
+END = "2024-01-02T00:00:00Z"
+
+
+def _answer(span, n=10):
+    last = span.end - MIN
+    ts = last - MIN * np.arange(n - 1, -1, -1, dtype=np.int64)
+    p = np.full(n, 1.5)
+    return SourceResult(pa.table({"ts": ts, "open": p, "high": p, "low": p, "close": p, "volume": np.ones(n)}),
+                        price_precision=2, size_precision=0)
+
+
+class Batch(BarSource):
+    batches: list[int] = []  # noqa: RUF012
+    broken = False
+
+    def fetch(self, request, span):
+        raise AssertionError("a batch source is asked through fetch_many")
+
+    def fetch_many(self, calls):
+        Batch.batches.append(len(calls))
+        if Batch.broken:
+            return [_answer(span) for _, span in calls[:-1]]  # one answer short
+        return [SourceError("no such bar type", status="empty") if "GBP" in str(r.bar_type) else _answer(s)
+                for r, s in calls]
+
+
+class Slow(BarSource):
+    max_parallel = 50
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def fetch(self, request, span):
+        with Slow.lock:
+            Slow.inside += 1
+            Slow.most = max(Slow.most, Slow.inside)
+        time.sleep(0.3)
+        with Slow.lock:
+            Slow.inside -= 1
+        return _answer(span)
+
+
+class Hang(BarSource):
+    def fetch(self, request, span):
+        time.sleep(60)
+
+
+class Plugin:
+    @hookimpl
+    def register_sources(self, register):
+        register("batch", Batch)
+        register("slow", Slow)
+        register("hang", Hang)
+
+
+REGISTRY = build_registry(entry_points=False, extra=[("stages", Plugin())])
+
+
+def _run(bar_types, sources, **backfill):
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": b, "bars": 10, "end": END} for b in bar_types],
+                                         "sources": sources, **backfill}}, registry=REGISTRY)
+    report = Backfill(cfg, registry=REGISTRY).fetch().report
+    assert all(r.accounted() for r in report.requests)
+    return report
+
+
+def _types(n, venue="SIM"):
+    return [f"S{i:03d}.{venue}-1-MINUTE-LAST-EXTERNAL" for i in range(n)]
+
+
+def test_a_batch_source_answers_every_request_in_one_call():
+    Batch.batches, Batch.broken = [], False
+    report = _run([*_types(30), "GBP/USD.SIM-1-MINUTE-MID-EXTERNAL"], [{"name": "b", "plugin": "batch"}])
+    assert Batch.batches == [31]
+    assert [r.status for r in report.requests] == ["ok"] * 30 + ["failed"]
+    assert report.requests[-1].sources[0].status == "empty"
+
+
+def test_a_batch_with_the_wrong_number_of_answers_fails_that_source_and_the_next_is_asked():
+    Batch.batches, Batch.broken = [], True
+    report = _run(_types(5), [{"name": "b", "plugin": "batch"}, {"name": "s", "plugin": "slow"}])
+    for r in report.requests:
+        assert r.sources[0].status == "error" and "fetch_many returned 4 answers for 5 calls" in r.sources[0].error
+        assert r.sources[1].used == 10 and r.status == "ok"
+
+
+def test_a_source_is_asked_as_many_calls_at_once_as_it_allows():
+    Slow.most = 0
+    started = time.monotonic()
+    report = _run(_types(100), [{"name": "s", "plugin": "slow"}])
+    elapsed = time.monotonic() - started
+    assert all(r.status == "ok" for r in report.requests)
+    assert Slow.most == 50 and elapsed < 100 * 0.3 / 8  # 2 rounds of 50, not 13 rounds of 8
+
+
+def test_a_hung_source_costs_its_timeout_and_the_fallback_still_runs_within_the_deadline():
+    started = time.monotonic()
+    report = _run(_types(3), [{"name": "h", "plugin": "hang", "timeout": "1s"}, {"name": "s", "plugin": "slow"}],
+                  deadline="3s")
+    assert time.monotonic() - started < 3
+    for r in report.requests:
+        assert r.sources[0].status == "timeout" and r.sources[1].used == 10
