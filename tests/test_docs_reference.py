@@ -312,6 +312,11 @@ def source_statuses() -> set[str]:
                         for tt, v in pairs
                         if getattr(tt, "attr", getattr(tt, "id", None)) == "status"
                     ]
+                # Code-to-status tables, such as the IB plugin's CONNECTION_CODES.
+                if isinstance(node.value, ast.Dict) and any(
+                    getattr(t, "id", "").endswith("CODES") for t in targets
+                ):
+                    values += node.value.values
             values = [
                 x
                 for v in values
