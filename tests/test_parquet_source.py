@@ -101,3 +101,11 @@ def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
     table = scan(dataset, "time", Span(None, end, 50), 0, step, bound)
     assert table.num_rows == 50
     assert table.column("c")[-1].as_py() == pytest.approx(100 + 99_999 / 100)
+
+
+def test_a_nautilus_bar_file_is_never_served_as_another_bar_type(shared, run):
+    path = shared / "parquet" / "nautilus-64bit-bars.parquet"  # ADABTC 1-minute bars
+    other = dict(REQ, bar_type="ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL")
+    source = run([other], [{"name": "pq", "plugin": "parquet", "path": str(path)}]).report.requests[0].sources[0]
+    assert source.status == "error"
+    assert "holds ADABTC.BINANCE-1-MINUTE-LAST-EXTERNAL bars, not ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL" in source.error

@@ -17,6 +17,7 @@ from nautilus_backfill.paths import fill_template
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
 from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
 from nautilus_backfill.timestamps import to_epoch_ns
+from nautilus_trader.model.data import BarType
 
 # Extensions a folder or glob is searched for; a file's own first bytes decide how it is read.
 EXTENSIONS = ("parquet", "feather", "arrow", "ipc")
@@ -90,6 +91,21 @@ class ParquetBarSource(BarSource):
     def _catalog(
         self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span
     ) -> SourceResult:
+        declared = meta.get(b"bar_type", b"").decode("utf-8", errors="replace")
+        try:
+            theirs: BarType | None = BarType.from_str(declared) if declared else None
+        except ValueError:
+            theirs = None
+        wanted = request.bar_type
+        if theirs is not None and (
+            theirs.instrument_id != wanted.instrument_id or theirs.spec != wanted.spec
+        ):
+            # A NautilusTrader bar file says what it holds: never serve it as other bars.
+            raise SourceError(
+                f"{self.config.path} holds {declared} bars, not {wanted}; point path at that "
+                "bar type's files (a catalog root, or a template such as "
+                "'bars/{instrument_id}-{spec}.parquet')"
+            )
         column = self.config.timestamp_column or "ts_init"
         edge = self.config.timestamp_is or ("close" if column == "ts_init" else "open")
         shift = request.step_ns if edge == "close" else 0
