@@ -17,9 +17,100 @@ _DIGITS = {8: 9, 16: 16}
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
-def decode_fixed(column: pa.ChunkedArray | pa.Array, precision: int | None = None) -> np.ndarray:
+# What NautilusTrader's catalog writes for prices and sizes: fixed-point binary (16 bytes in
+# 128-bit builds, 8 in 64-bit ones); catalogs before fixed-size binary wrote int64 prices and
+# uint64 sizes at 10**9, always with precision metadata.
+EXPECTED = (
+    "fixed_size_binary[16] or fixed_size_binary[8] (NautilusTrader's fixed-point), or "
+    "int64/uint64 with price_precision and size_precision in the schema metadata (older catalogs)"
+)
+
+
+def fixed_type_problem(kind: pa.DataType, declared: bool) -> str | None:
+    """
+    Say why a column of Arrow type `kind` is not a NautilusTrader fixed-point column.
+
+    Parameters
+    ----------
+    kind : pa.DataType
+        The column's type.
+    declared : bool
+        Whether the file's schema metadata declares the precision (integer columns need it).
+
+    Returns
+    -------
+    str | None
+        None when the type is one the catalog writes.
+
+    """
+    if pa.types.is_fixed_size_binary(kind) and kind.byte_width in _SCALE:
+        return None
+    if (pa.types.is_int64(kind) or pa.types.is_uint64(kind)) and declared:
+        return None
+    return f"type {kind}, expected {EXPECTED}"
+
+
+def check_bar_schema(schema: pa.Schema, where: str) -> None:
+    """
+    Refuse a file that is not in NautilusTrader's bar layout.
+
+    Parameters
+    ----------
+    schema : pa.Schema
+        The file's schema (with its metadata).
+    where : str
+        The file, named in the message.
+
+    Raises
+    ------
+    SourceError
+        Naming the file, the column, the type found and what was expected.
+
+    """
+    meta = schema.metadata or {}
+    declared = b"price_precision" in meta and b"size_precision" in meta
+    for name in FIELDS:
+        if name not in schema.names:
+            raise SourceError(f"{where}: not a NautilusTrader bar file: no column '{name}'")
+        problem = fixed_type_problem(schema.field(name).type, declared)
+        if problem:
+            raise SourceError(f"{where}: column '{name}' has {problem}: not read")
+    for name in ("ts_event", "ts_init"):
+        if name not in schema.names:
+            raise SourceError(f"{where}: not a NautilusTrader bar file: no column '{name}'")
+        kind = schema.field(name).type
+        if not (pa.types.is_uint64(kind) or pa.types.is_int64(kind)):
+            raise SourceError(
+                f"{where}: column '{name}' has type {kind}, expected uint64 (UNIX ns): not read"
+            )
+
+
+def check_bar_files(dataset: ds.FileSystemDataset) -> None:
+    """
+    Run `check_bar_schema` on every file of `dataset` (each file's own footer).
+
+    Raises
+    ------
+    SourceError
+        For the first file not in NautilusTrader's bar layout.
+
+    """
+    for fragment in dataset.get_fragments():
+        check_bar_schema(fragment.physical_schema, fragment.path)
+
+
+def decode_fixed(
+    column: pa.ChunkedArray | pa.Array,
+    precision: int | None = None,
+    *,
+    name: str = "",
+    where: str = "",
+) -> np.ndarray:
     """
     Decode a NautilusTrader fixed-point column (``fixed_size_binary[8|16]``) to float64.
+
+    Only the layouts the catalog writes are accepted: a float column decoded as fixed-point
+    would give values off by factors of billions.
 
     Parameters
     ----------
@@ -28,13 +119,25 @@ def decode_fixed(column: pa.ChunkedArray | pa.Array, precision: int | None = Non
     precision : int, optional
         The decimals the file declares. Values that really have at most that many decimals
         then decode to exactly the float a parser gives for the same decimal text, so
-        rounding them to the precision later changes nothing.
+        rounding them to the precision later changes nothing. Integer columns (older
+        catalogs) are only accepted when it is given, as those catalogs always declared it.
+    name, where : str, optional
+        The column and the file, for the message.
 
     Returns
     -------
     np.ndarray
 
+    Raises
+    ------
+    SourceError
+        If the column's type is not one NautilusTrader's catalog writes.
+
     """
+    problem = fixed_type_problem(column.type, precision is not None)
+    if problem:
+        prefix = f"{where}: " if where else ""
+        raise SourceError(f"{prefix}column '{name or '?'}' has {problem}: not read")
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     out = np.empty(len(column), dtype=np.float64)
     at = 0
@@ -47,8 +150,6 @@ def decode_fixed(column: pa.ChunkedArray | pa.Array, precision: int | None = Non
 
 def _decode_into(arr: pa.Array, out: np.ndarray, precision: int | None) -> None:
     width = arr.type.byte_width
-    if width not in _SCALE:
-        raise SourceError(f"unsupported fixed-point width {width} bytes")
     raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[
         arr.offset * width : (arr.offset + len(arr)) * width
     ]

@@ -89,6 +89,29 @@ def check(config: Path) -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan(config: Path, as_json: bool) -> None:
+    """Show what fetching CONFIG would ask each source for, without connecting to anything."""
+    from nautilus_backfill.orchestrator import Backfill
+
+    try:
+        backfill = Backfill.from_toml(config)
+    except BackfillError as e:
+        _fail(str(e))
+    rows = backfill.plan()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['bar_type']}: {row['window']}")
+        for source in row["sources"]:
+            lines = source["lines"] or ["asked for what the sources before it leave missing"]
+            for line in lines:
+                click.echo(f"  {source['name']:<12}{line}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def fetch(config: Path, as_json: bool) -> None:
     """Run the backfill for CONFIG without a node and print the report."""
@@ -294,7 +317,9 @@ def store_info(
     shown = bs.redacted()
     notes = bs.take_notes()
     if as_json:
-        click.echo(json.dumps({"store": shown, "bar_types": rows, "notes": notes}, indent=2))
+        click.echo(json.dumps(rows, indent=2))
+        for n in notes:
+            click.echo(f"note: {n}", err=True)
         return
     if not rows:
         click.echo(f"{shown}: no bars")

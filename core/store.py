@@ -5,26 +5,35 @@ sources returned, so the next start asks them only for what it lacks.
 Layout (NautilusTrader's own): ``<root>/data/bar/<bar type without "/">/<ts_init first>_<ts_init
 last>.parquet``, bars in the catalog's fixed-point schema with ``ts_event`` = open and
 ``ts_init`` = close. Next to the files, ``_backfill.json`` remembers the intervals sources have
-answered, bars or not, so nights and holidays are not asked for again.
+answered, bars or not, so nights and holidays are not asked for again, each with the wall time
+it was recorded: nothing is trusted past that time, nor past the clock of the reading process.
 
-Crash safety: a file is written under a temporary name, flushed and fsynced, then renamed into
-place (on object stores a single PUT, which is atomic). A file whose interval another file's
-interval contains is superseded (what a merge leaves if killed before it deletes the old
-files): readers skip it and the next write removes it. Writers take a lock per bar type around
-read-modify-write (`storelock`: fcntl locally, a conditional PUT on S3), so two processes
-backfilling into one store lose nothing.
+Crash safety: a file is written under a temporary name (``*.part``, which the catalog ignores),
+flushed and fsynced, then renamed into place (on object stores a single PUT, which is atomic).
+A merge writes the merged file first and then deletes the files it replaces, so a crash between
+the two leaves files whose intervals another file's interval contains: this tool's reader skips
+them, and every open (read, write, ``store verify --repair``) removes them under the lock, so
+NautilusTrader's own reader reads each bar once again. Writers take a lock per bar type around
+read-modify-write (`storelock`: fcntl locally, a conditional PUT on S3). A file that cannot be
+read, or is not in the catalog's layout, is moved to ``<folder>/_quarantine/`` (under a name the
+catalog does not read) and the store carries on without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
 import re
+import signal
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import fsspec
 import numpy as np
@@ -34,6 +43,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from nautilus_backfill.catalogfmt import (
     FIELDS,
+    check_bar_schema,
     decode_fixed,
     encode_fixed,
     nautilus_bar_schema,
@@ -41,7 +51,7 @@ from nautilus_backfill.catalogfmt import (
     scan,
 )
 from nautilus_backfill.config import SourceConfig
-from nautilus_backfill.errors import BackfillError
+from nautilus_backfill.errors import BackfillError, SourceError
 from nautilus_backfill.source import (
     BAR_SCHEMA,
     BarRequest,
@@ -50,17 +60,81 @@ from nautilus_backfill.source import (
     SourceResult,
     Span,
 )
-from nautilus_backfill.storelock import store_lock
+from nautilus_backfill.storelock import StoreLockTimeout, store_lock
 from nautilus_backfill.timeutil import format_ns
 
 META = "_backfill.json"
+QUARANTINE = "_quarantine"
 # A short read (the usual few hundred bars) decodes one small row group, not the whole file;
 # 1M-bar reads lose little to the extra groups (measured: 200 bars in 11 ms, not 50-100 ms).
 ROWS_PER_GROUP = 20_000
+# New bars join a neighbouring file this small instead of starting one more file, so restarts
+# that each add a few tail bars do not fragment the store (each costs a rewrite of at most this).
+SMALL_ROWS = 100_000
+# Past this many files (a store written by an older version), a write compacts runs of small
+# neighbouring files into files of up to SMALL_ROWS bars.
+COMPACT_AT = 32
+# How long a reader waits for the lock to repair what a crash left; it reads right without.
+REPAIR_WAIT_S = 0.5
+MAX_NS = 2**63 - 1  # the last instant pandas, numpy and the int64 views here hold
+# Test hook: a process with this variable set kills itself at the named point of a write.
+CRASH_ENV = "NAUTILUS_BACKFILL_CRASH_AT"
 _NAME = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{9}Z)_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{9}Z)"
+    r"^(-?\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{9}Z)_(-?\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{9}Z)"
     r"\.parquet$"
 )
+_SECRET_KEYS = re.compile(r"secret|password|passwd|token|key|credential|signature|auth", re.I)
+
+
+def _crash_point(point: str) -> None:
+    if os.environ.get(CRASH_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def redact(url: str, options: dict[str, Any] | None = None) -> str:
+    """
+    Return `url` (or any text naming it) with credentials replaced by ``***``.
+
+    Parameters
+    ----------
+    url : str
+        A store URL such as ``s3://KEY:SECRET@bucket/prefix?secret=...``, or a message.
+    options : dict, optional
+        The store options: the values of secret-looking keys (``key``, ``secret``, ``token``,
+        ``password``, ...) are replaced wherever they appear.
+
+    Returns
+    -------
+    str
+
+    """
+    out = re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", url)
+
+    def query(m: re.Match[str]) -> str:
+        try:
+            parts = urlsplit(m.group(0))
+            pairs = [
+                (k, "***" if _SECRET_KEYS.search(k) else v)
+                for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            ]
+            return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
+        except ValueError:
+            return m.group(0)
+
+    out = re.sub(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S*\?\S*", query, out)
+    for value in _secret_values(options or {}):
+        out = out.replace(value, "***")
+    return out
+
+
+def _secret_values(options: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for k, v in options.items():
+        if isinstance(v, dict):
+            found += _secret_values(v)
+        elif _SECRET_KEYS.search(str(k)) and isinstance(v, str) and len(v) >= 3:
+            found.append(v)
+    return sorted(found, key=len, reverse=True)
 
 
 def _file_stamp(ns: int) -> str:
@@ -80,10 +154,14 @@ def format_iso(ns: int) -> str:
 
 
 def _parse_stamp(stamp: str) -> int:
-    date, time_ = stamp[:10], stamp[11:-1]
+    date, time_ = stamp[:-20], stamp[-19:-1]
     hh, mm, ss, nanos = time_.split("-")
     seconds = np.datetime64(f"{date}T{hh}:{mm}:{ss}", "s").astype(np.int64)
     return int(seconds) * 1_000_000_000 + int(nanos)
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").split("/")[-1]
 
 
 @dataclass(frozen=True)
@@ -93,6 +171,15 @@ class StoredFile:
     path: str
     first: int
     last: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered interval of bar opens ``[lower, upper)`` and when it was recorded."""
+
+    lower: int
+    upper: int
+    recorded: int | None  # wall clock (UNIX ns) of the write; None in records before it was kept
 
 
 class BarStore:
@@ -106,16 +193,38 @@ class BarStore:
     storage_options : dict, optional
         Passed to fsspec (endpoint, credentials).
 
+    Attributes
+    ----------
+    notes : list[str]
+        What the store found and did on its own (files quarantined, a metadata record it could
+        not read); `take_notes` hands them to the report.
+
     """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.root = self.root.rstrip("/") or self.root
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         )
         self.lock_wait_s: float | None = None  # how long a write waits for another writer
+        self.notes: list[str] = []
+
+    def redacted(self, text: str | None = None) -> str:
+        """Return `text` (default: the store's URL) with this store's credentials hidden."""
+        return redact(self.url if text is None else text, self.options)
+
+    def take_notes(self) -> list[str]:
+        """Return the notes gathered since the last call, and forget them."""
+        out, self.notes = self.notes, []
+        return out
+
+    def _note(self, message: str) -> None:
+        message = self.redacted(message)
+        if message not in self.notes:
+            self.notes.append(message)
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -128,7 +237,20 @@ class BarStore:
         base = f"{self.root}/data/bar"
         if not self.fs.exists(base):
             return []
-        return sorted(p.rstrip("/").split("/")[-1] for p in self.fs.ls(base, detail=False))
+        return sorted(
+            _basename(e["name"])
+            for e in self.fs.ls(base, detail=True)
+            if e.get("type") == "directory"
+        )
+
+    def _listing(self, bar_type: str) -> list[dict[str, Any]]:
+        folder = self.folder(bar_type)
+        try:
+            return list(self.fs.ls(folder, detail=True, refresh=True))
+        except TypeError:  # filesystems without `refresh`
+            return list(self.fs.ls(folder, detail=True))
+        except FileNotFoundError:
+            return []
 
     def files(self, bar_type: str, live_only: bool = True) -> list[StoredFile]:
         """
@@ -146,25 +268,221 @@ class BarStore:
         list[StoredFile]
 
         """
-        folder = self.folder(bar_type)
-        if not self.fs.exists(folder):
-            return []
-        everything = _parse_files(self.fs.ls(folder, detail=False))
+        everything = _parse_files(self._listing(bar_type))
         return _live(everything) if live_only else everything
 
-    def answered(self, bar_type: str) -> P.Interval:
-        """Return the intervals (bar opens, UNIX ns) sources have answered for."""
+    # -- the answered record -------------------------------------------------------------------
+
+    def _record(self, bar_type: str) -> tuple[list[Answer], str | None]:
+        # The record and, when it cannot be used, why (then it counts as empty: sources are
+        # asked again, which costs requests but never serves stale bars).
         path = f"{self.folder(bar_type)}/{META}"
-        if not self.fs.exists(path):
-            return P.empty()
         try:
-            doc = json.loads(self.fs.cat_file(path))
-        except (ValueError, OSError) as e:
-            raise BackfillError(f"store metadata {path} is unreadable: {e}") from None
+            raw = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return [], None
+        except (OSError, ValueError) as e:
+            return [], f"{path}: unreadable ({type(e).__name__}: {e})"
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            return [], f"{path}: not JSON ({e})" if raw.strip() else f"{path}: empty"
+        problem = None
+        out: list[Answer] = []
+        entries = doc.get("answered") if isinstance(doc, dict) else None
+        if not isinstance(entries, list):
+            problem = f"{path}: no list of answered intervals"
+        else:
+            for entry in entries:
+                ok = isinstance(entry, list) and len(entry) in (2, 3)
+                ok = ok and all(type(v) is int for v in entry[:2])
+                ok = ok and (len(entry) == 2 or type(entry[2]) is int)
+                if not ok or entry[0] >= entry[1]:
+                    problem = f"{path}: answered entry {json.dumps(entry)[:60]} is not [start, end]"
+                    break
+                out.append(Answer(entry[0], entry[1], entry[2] if len(entry) == 3 else None))
+        if problem:
+            return [], problem
+        return out, None
+
+    def answered(self, bar_type: str, step_ns: int = 0, now_ns: int | None = None) -> P.Interval:
+        """
+        Return the intervals of bar opens (UNIX ns) sources have answered for.
+
+        Nothing is trusted past the wall time an interval was recorded at, nor past `now_ns`:
+        a run with a future end, or on a clock that ran ahead, cannot make later starts skip
+        bars that did not exist yet. An unusable record counts as empty (noted in `notes`).
+
+        Parameters
+        ----------
+        bar_type : str
+            The bar type.
+        step_ns : int, default 0
+            The bar length: only bars that had closed by then count.
+        now_ns : int, optional
+            The current time (default: the clock).
+
+        Returns
+        -------
+        P.Interval
+
+        """
+        try:
+            record, problem = self._record(bar_type)
+        except Exception as e:  # a store that cannot be listed answers for nothing
+            record, problem = [], f"{self.folder(bar_type)}/{META}: {type(e).__name__}: {e}"
+        if problem:
+            self._note(
+                f"{problem}: what sources answered is treated as unknown, so they are asked "
+                "again; the record is rewritten on the next write"
+            )
+        now = time.time_ns() if now_ns is None else now_ns
         out = P.empty()
-        for a, b in doc.get("answered", []):
-            out |= P.closedopen(int(a), int(b))
+        for a in record:
+            until = now if a.recorded is None else min(a.recorded, now)
+            upper = min(a.upper, until - step_ns + 1)  # opens whose bar had closed by then
+            if upper > a.lower:
+                out |= P.closedopen(a.lower, upper)
         return out
+
+    def _save_answered(
+        self, folder: str, bar_type: str, add: P.Interval, step_ns: int, cut_before: int | None
+    ) -> None:
+        record, _ = self._record(bar_type)  # an unusable record is replaced
+        now = time.time_ns()
+        # Each piece only up to when it was recorded, and never past this write's clock: a
+        # record from a clock that ran ahead, or without times (older versions), is cut here.
+        pieces = []
+        for a in record:
+            at = now if a.recorded is None else min(a.recorded, now)
+            pieces.append((P.closedopen(a.lower, min(a.upper, at - step_ns + 1)), at))
+        fresh = add & P.closedopen(-P.inf, now - step_ns + 1)
+        if not fresh.empty:
+            pieces.append((fresh, now))
+        known = P.empty()
+        for interval, _ in pieces:
+            known |= interval
+        if cut_before is not None:
+            known &= P.closedopen(cut_before, P.inf)
+        entries = []
+        for i in known:
+            if i.empty or not isinstance(i.lower, int) or not isinstance(i.upper, int):
+                continue  # unbounded: never recorded
+            # Every piece was cut at its own write time when written, so the joined interval
+            # keeps the latest time: reads cap it at min(that, now), which cuts nothing more.
+            times = [t for interval, t in pieces if t is not None and interval.overlaps(i)]
+            lower = i.lower if i.left == P.CLOSED else i.lower + 1
+            upper = i.upper + 1 if i.right == P.CLOSED else i.upper
+            entries.append([lower, upper, max(times)] if times else [lower, upper])
+        self._put_json(f"{folder}/{META}", {"answered": entries})
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _quarantine(self, path: str, why: str) -> None:
+        folder = path.rstrip("/").rsplit("/", 1)[0]
+        target = f"{folder}/{QUARANTINE}/{_basename(path)}.{uuid.uuid4().hex[:8]}.quarantined"
+        try:
+            self.fs.makedirs(f"{folder}/{QUARANTINE}", exist_ok=True)
+            if self.local:
+                os.replace(path, target)
+            else:
+                self.fs.mv(path, target, recursive=True)
+        except OSError as e:
+            self._note(f"{path}: {why}; skipped (could not move it aside: {e})")
+            return
+        self._note(f"{path}: {why}; moved to {target}, the store carries on without it")
+
+    def _file_problem(self, path: str, full: bool) -> str | None:
+        # Why the file cannot be used, or None. `full` reads every page, not only the footer.
+        try:
+            if self.fs.isdir(path):
+                return "a directory, not a parquet file"
+            schema = pq.read_schema(path, filesystem=self.fs)
+            check_bar_schema(schema, path)
+            if full:
+                table = pq.read_table(path, filesystem=self.fs)
+                for name in FIELDS:
+                    decode_fixed(table.column(name), 0, name=name, where=path)
+        except SourceError as e:
+            return str(e).removeprefix(f"{path}: ")
+        except FileNotFoundError:
+            return None  # removed meanwhile by another writer
+        except Exception as e:  # every way a file can fail to read is the finding
+            return f"unreadable ({type(e).__name__}: {e})"
+        return None
+
+    def _repair(self, bar_type: str, bad: Iterable[tuple[str, str]] = ()) -> None:
+        # Under the lock: remove what interrupted writes left and quarantine unusable files.
+        for path, why in bad:
+            if self.fs.exists(path):
+                self._quarantine(path, why)
+        listing = self._listing(bar_type)
+        for entry in listing:
+            name = entry["name"]
+            if _NAME.match(_basename(name)) and entry.get("type") == "directory":
+                self._quarantine(name, "a directory, not a parquet file")
+        everything = _parse_files(self._listing(bar_type))
+        live = _live(everything)
+        if len(live) < len(everything):
+            # A superseded file goes only if the file replacing it reads.
+            for f in live:
+                inside = [g for g in everything if g is not f and _contains(f, g)]
+                if not inside:
+                    continue
+                problem = self._file_problem(f.path, full=False)
+                if problem:
+                    self._quarantine(f.path, problem)
+                    continue
+                for g in inside:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm(g.path)
+        for entry in listing:
+            if entry["name"].endswith(".part"):  # killed before its rename
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(entry["name"])
+
+    def _needs_repair(self, bar_type: str) -> bool:
+        listing = self._listing(bar_type)
+        if any(e["name"].endswith(".part") for e in listing):
+            return True
+        if any(e.get("type") == "directory" and _NAME.match(_basename(e["name"])) for e in listing):
+            return True
+        everything = _parse_files(listing)
+        return len(_live(everything)) < len(everything)
+
+    def heal(self, bar_type: str, bad: Iterable[tuple[str, str]] = (), wait_s: float = 0) -> bool:
+        """
+        Repair what crashes left in a bar type's folder, if the lock is free within `wait_s`.
+
+        Superseded files (a merge killed before it removed them, which NautilusTrader's reader
+        would read twice) are removed, temporary files deleted, and unusable files moved to
+        ``_quarantine/``.
+
+        Parameters
+        ----------
+        bar_type : str
+            The bar type.
+        bad : iterable of (path, reason)
+            Files already found unusable.
+        wait_s : float, default 0
+            How long to wait for another writer's lock.
+
+        Returns
+        -------
+        bool
+            False if another writer held the lock (nothing was changed).
+
+        """
+        bad = list(bad)
+        if not bad and not self._needs_repair(bar_type):
+            return True
+        folder = self.folder(bar_type)
+        try:
+            with store_lock(self.fs, folder, self.local, wait_s):
+                self._repair(bar_type, bad)
+        except StoreLockTimeout:
+            return False
+        return True
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -172,31 +490,65 @@ class BarStore:
         """
         Read the stored bars of `span` (``ts`` = open) with the precisions the files state.
 
+        What a crash left is repaired first (when no writer holds the lock); a file that
+        cannot be read is quarantined and the rest is read (see `notes`).
+
         Returns
         -------
         tuple[pa.Table, int, int]
             The rows (`BAR_SCHEMA`), price precision and size precision (-1 when empty).
 
         """
-        files = self.files(bar_type)
-        if span.start is not None:
-            files = [f for f in files if f.last >= span.start + step_ns]
-        files = [f for f in files if f.first <= span.end]
-        if not files:
-            return pa.table({n: [] for n in BAR_SCHEMA.names}, schema=BAR_SCHEMA), -1, -1
+        self.heal(bar_type, wait_s=REPAIR_WAIT_S)
+        for attempt in range(4):
+            files = self.files(bar_type)
+            if span.start is not None:
+                files = [f for f in files if f.last >= span.start + step_ns]
+            files = [f for f in files if f.first <= span.end]
+            if not files or span.end < 0:
+                break
+            try:
+                return self._read_files(files, step_ns, span)
+            except FileNotFoundError:
+                continue  # a writer replaced a file between the listing and the read
+            except Exception:  # find the file that fails, move it aside, read the rest
+                bad = [(f.path, p) for f in files if (p := self._file_problem(f.path, True))]
+                if not bad or attempt == 3:
+                    raise
+                if not self.heal(bar_type, bad, wait_s=REPAIR_WAIT_S):
+                    for path, why in bad:
+                        self._note(f"{path}: {why}; skipped (another writer holds the lock)")
+                    files = [f for f in files if f.path not in {p for p, _ in bad}]
+                    if files:
+                        return self._read_files(files, step_ns, span)
+                    break
+        return pa.table({n: [] for n in BAR_SCHEMA.names}, schema=BAR_SCHEMA), -1, -1
+
+    def _read_files(
+        self, files: list[StoredFile], step_ns: int, span: Span
+    ) -> tuple[pa.Table, int, int]:
         dataset = ds.dataset([f.path for f in files], format="parquet", filesystem=self.fs)
-        table = scan(
-            dataset, "ts_init", span, step_ns, step_ns, lambda v: pa.scalar(v, pa.uint64())
-        )
+        for fragment in dataset.get_fragments():
+            check_bar_schema(fragment.physical_schema, fragment.path)
+        table = scan(dataset, "ts_init", span, step_ns, step_ns, _uint64)
         meta = dataset.schema.metadata or {}
         price = int(meta.get(b"price_precision", b"-1"))
         size = int(meta.get(b"size_precision", b"-1"))
-        ts_init = table.column("ts_init").to_numpy().view(np.int64)
-        data = {"ts": pa.array(np.subtract(ts_init, step_ns))}
+        ts_init = table.column("ts_init").to_numpy()
+        # ts_init is uint64: one past int64 (or a bar opening before 1970) would wrap.
+        ok = (ts_init <= MAX_NS) & (ts_init >= np.uint64(step_ns))
+        if not ok.all():
+            self._note(
+                f"{files[0].path.rsplit('/', 1)[0]}: {int((~ok).sum())} bar(s) with a ts_init "
+                "outside 1970..2262 skipped"
+            )
+            table = table.filter(pa.array(ok))
+            ts_init = ts_init[ok]
+        data = {"ts": pa.array(np.subtract(ts_init.astype(np.int64), step_ns))}
         for name in FIELDS:
             declared = size if name == "volume" else price
             data[name] = pa.array(
-                decode_fixed(table.column(name), declared if declared >= 0 else None)
+                decode_fixed(table.column(name), declared if declared >= 0 else None, name=name)
             )
         out = newest(pa.table(data, schema=BAR_SCHEMA), span.limit)
         return out, price, size
@@ -229,7 +581,8 @@ class BarStore:
         price_precision, size_precision : int
             The instrument's precisions.
         answered : P.Interval
-            Intervals of bar opens the sources answered for (with bars or without).
+            Intervals of bar opens the sources answered for (with bars or without). Only the
+            part before now is recorded, with the time of this write.
 
         Returns
         -------
@@ -239,15 +592,42 @@ class BarStore:
         """
         folder = self.folder(bar_type)
         self.fs.makedirs(folder, exist_ok=True)
+        ts_open = np.asarray(ts_open, dtype=np.int64)
+        # NautilusTrader's timestamps are uint64 from 1970: earlier bars cannot be stored.
+        fits = (ts_open >= 0) & (ts_open <= MAX_NS - step_ns)
+        if not fits.all():
+            self._note(f"{int((~fits).sum())} bar(s) outside 1970..2262 not stored")
+            ts_open, values = ts_open[fits], values[fits]
         with self._lock(folder):
-            self._drop_superseded(bar_type)
+            self._repair(bar_type)
             written = 0
             if len(ts_open):
                 written = self._merge_in(
                     bar_type, step_ns, ts_open, values, price_precision, size_precision
                 )
-            self._save_answered(folder, self.answered(bar_type) | answered)
+            self._compact(bar_type)
+            self._save_answered(folder, bar_type, answered, step_ns, None)
         return written
+
+    def _load(
+        self, bar_type: str, files: list[StoredFile]
+    ) -> tuple[list[StoredFile], list[pa.Table]]:
+        # Under the lock: the files that read, with their tables; the others are quarantined,
+        # so one bad file never stops the bar type from being written.
+        kept, tables, bad = [], [], []
+        for f in files:
+            try:
+                table = self._read_table(f.path)
+                check_bar_schema(table.schema, f.path)
+                _values(table)
+            except Exception:
+                bad.append((f.path, self._file_problem(f.path, full=True) or "unreadable"))
+                continue
+            kept.append(f)
+            tables.append(table)
+        if bad:
+            self._repair(bar_type, bad)
+        return kept, tables
 
     def _merge_in(
         self,
@@ -260,42 +640,82 @@ class BarStore:
     ) -> int:
         ts_init = ts_open.astype(np.int64) + step_ns
         first, last = int(ts_init[0]), int(ts_init[-1])
+        live = self.files(bar_type)
         # Files whose intervals meet the new bars' are merged with them, keeping the catalog's
-        # intervals disjoint; the stored bar wins over a new one at the same time.
-        touched = [f for f in self.files(bar_type) if f.first <= last and f.last >= first]
-        old_ts: list[np.ndarray] = []
-        old_vals: list[np.ndarray] = []
+        # intervals disjoint; the stored bar wins over a new one at the same time. A small
+        # neighbour joins too, so tail writes grow one file instead of adding files.
+        touched = [f for f in live if f.first <= last and f.last >= first]
+        before = [f for f in live if f.last < first]
+        after = [f for f in live if f.first > last]
+        for near in (before[-1:], after[:1]):
+            if near and self._rows(near[0]) + len(ts_init) <= SMALL_ROWS:
+                touched += near
+        touched, tables = self._load(bar_type, sorted(touched, key=lambda f: f.first))
+        old_ts = np.empty(0, np.int64)
+        old_vals = np.empty((0, 5))
         if touched:
-            table = pa.concat_tables([pq.read_table(f.path, filesystem=self.fs) for f in touched])
-            old_ts.append(table.column("ts_init").to_numpy().astype(np.int64))
-            old_vals.append(np.column_stack([decode_fixed(table.column(n)) for n in FIELDS]))
-        fresh = ~np.isin(ts_init, old_ts[0]) if old_ts else np.ones(len(ts_init), bool)
+            old_ts = np.concatenate(
+                [t.column("ts_init").to_numpy().astype(np.int64) for t in tables]
+            )
+            old_vals = np.concatenate([_values(t) for t in tables])
+        fresh = ~np.isin(ts_init, old_ts)
         if not fresh.any():
             return 0
-        all_ts = np.concatenate([*old_ts, ts_init[fresh]])
-        all_vals = np.concatenate([*old_vals, values[fresh]])
+        all_ts = np.concatenate([old_ts, ts_init[fresh]])
+        all_vals = np.concatenate([old_vals, values[fresh]])
         order = np.argsort(all_ts, kind="stable")
-        all_ts, all_vals = all_ts[order], all_vals[order]
-        schema = nautilus_bar_schema(bar_type, price_precision, size_precision)
-        width = schema.field("open").type.byte_width
-        columns = [
-            encode_fixed(all_vals[:, i], price_precision if i < 4 else size_precision, width)
-            for i in range(5)
-        ]
-        columns += [pa.array(all_ts - step_ns, pa.uint64()), pa.array(all_ts, pa.uint64())]
-        name = _file_name(int(all_ts[0]), int(all_ts[-1]))
-        self._put_table(
-            f"{self.folder(bar_type)}/{name}", pa.Table.from_arrays(columns, schema=schema)
+        table = _bar_table(
+            bar_type, step_ns, all_ts[order], all_vals[order], price_precision, size_precision
         )
-        for f in touched:
-            if f.path.rstrip("/").split("/")[-1] != name:
-                self.fs.rm(f.path)
+        self._replace(bar_type, touched, table, "merge")
         return int(fresh.sum())
 
-    def _drop_superseded(self, bar_type: str) -> None:
-        for path in self._debris_of(bar_type):
-            with contextlib.suppress(OSError):  # another writer may have swept it already
-                self.fs.rm(path)
+    def _rows(self, f: StoredFile) -> int:
+        try:
+            return int(pq.ParquetFile(f.path, filesystem=self.fs).metadata.num_rows)
+        except Exception:  # unreadable: counted as big, so it is left to the quarantine
+            return SMALL_ROWS + 1
+
+    def _read_table(self, path: str) -> pa.Table:
+        return pq.read_table(path, filesystem=self.fs)
+
+    def _replace(self, bar_type: str, old: list[StoredFile], table: pa.Table, what: str) -> None:
+        # The new file first, then the old ones go: a crash in between leaves old files whose
+        # intervals the new one contains, which readers skip and the next open removes.
+        ts = table.column("ts_init").to_numpy()
+        name = _file_name(int(ts[0]), int(ts[-1]))
+        self._put_table(f"{self.folder(bar_type)}/{name}", table)
+        _crash_point(f"{what}_renamed")
+        for f in old:
+            if _basename(f.path) != name:
+                self.fs.rm(f.path)
+                _crash_point(f"{what}_removing")
+
+    def _compact(self, bar_type: str) -> None:
+        live = self.files(bar_type)
+        if len(live) <= COMPACT_AT:
+            return
+        rows = [self._rows(f) for f in live]
+        run: list[StoredFile] = []
+        total = 0
+        for f, n in [*zip(live, rows, strict=True), (None, SMALL_ROWS + 1)]:
+            if f is not None and n <= SMALL_ROWS and total + n <= SMALL_ROWS:
+                run.append(f)
+                total += n
+                continue
+            if len(run) > 1:
+                self._merge_files(bar_type, run)
+            run, total = ([f], n) if f is not None and n <= SMALL_ROWS else ([], 0)
+
+    def _merge_files(self, bar_type: str, run: list[StoredFile]) -> None:
+        run, tables = self._load(bar_type, run)
+        if len(run) < 2:
+            return
+        if any(t.schema != tables[0].schema for t in tables[1:]) or any(
+            t.schema.metadata != tables[0].schema.metadata for t in tables[1:]
+        ):
+            return  # other precisions or layouts: left as they are
+        self._replace(bar_type, run, pa.concat_tables(tables), "compact")
 
     def trim(self, bar_type: str, step_ns: int, before_ns: int) -> int:
         """
@@ -309,25 +729,23 @@ class BarStore:
         """
         folder = self.folder(bar_type)
         removed = 0
+        if not self.fs.exists(folder):
+            return 0
         with self._lock(folder):
-            for f in self.files(bar_type):
-                if f.first - step_ns < before_ns:
-                    table = pq.read_table(f.path, filesystem=self.fs)
-                    keep = table.filter(
-                        pa.compute.greater_equal(
-                            table["ts_event"], pa.scalar(before_ns, pa.uint64())
-                        )
-                    )
-                    removed += table.num_rows - keep.num_rows
-                    if keep.num_rows:
-                        ts = keep.column("ts_init").to_numpy()
-                        name = _file_name(int(ts[0]), int(ts[-1]))
-                        self._put_table(f"{folder}/{name}", keep)
-                    self.fs.rm(f.path)
-            if self.fs.exists(f"{folder}/{META}"):
-                self._save_answered(
-                    folder, self.answered(bar_type) - P.closedopen(-P.inf, before_ns)
+            self._repair(bar_type)
+            old = [f for f in self.files(bar_type) if f.first - step_ns < before_ns]
+            for f, table in zip(*self._load(bar_type, old), strict=True):
+                keep = table.filter(
+                    pa.compute.greater_equal(table["ts_event"], _uint64(max(before_ns, 0)))
                 )
+                removed += table.num_rows - keep.num_rows
+                if keep.num_rows:
+                    self._replace(bar_type, [f], keep, "trim")
+                else:
+                    self.fs.rm(f.path)
+                    _crash_point("trim_removing")
+            if self.fs.exists(f"{folder}/{META}"):
+                self._save_answered(folder, bar_type, P.empty(), step_ns, before_ns)
         return removed
 
     # -- instruments ---------------------------------------------------------------------------
@@ -378,33 +796,35 @@ class BarStore:
 
     def _put_table(self, path: str, table: pa.Table) -> None:
         if self.local:
-            tmp = f"{path}.{uuid.uuid4().hex}.part"
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=ROWS_PER_GROUP)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(os.path.dirname(path))
+            self._put_local(path, lambda f: pq.write_table(table, f, row_group_size=ROWS_PER_GROUP))
         else:
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink, row_group_size=ROWS_PER_GROUP)
             self.fs.pipe_file(path, sink.getvalue().to_pybytes())  # one PUT: all or nothing
 
-    def _save_answered(self, folder: str, known: P.Interval) -> None:
-        self._put_json(f"{folder}/{META}", {"answered": [[i.lower, i.upper] for i in known]})
-
     def _put_json(self, path: str, doc: dict[str, Any]) -> None:
         data = json.dumps(doc).encode()
         if self.local:
-            tmp = f"{path}.{uuid.uuid4().hex}.part"
+            self._put_local(path, lambda f: f.write(data))
+        else:
+            self.fs.pipe_file(path, data)
+
+    def _put_local(self, path: str, fill: Any) -> None:
+        tmp = f"{path}.{uuid.uuid4().hex}.part"
+        try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                fill(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(os.path.dirname(path))
-        else:
-            self.fs.pipe_file(path, data)
+        except BaseException as e:
+            # A full disk must not stay full of our half-written file.
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise BackfillError(f"{path}: no space left on the device; nothing written") from e
+            raise
+        _fsync_dir(os.path.dirname(path))
 
     def _lock(self, folder: str) -> contextlib.AbstractContextManager[None]:
         return store_lock(self.fs, folder, self.local, self.lock_wait_s)
@@ -416,7 +836,7 @@ class BarStore:
         rows = []
         for name in self.bar_types():
             files = self.files(name)
-            bars = sum(pq.ParquetFile(f.path, filesystem=self.fs).metadata.num_rows for f in files)
+            bars = sum(n for f in files if (n := self._rows(f)) != SMALL_ROWS + 1)
             answered = self.answered(name)
             stored = P.empty()
             for f in files:
@@ -437,7 +857,9 @@ class BarStore:
                     "bars": bars,
                     "first_close": format_ns(first),
                     "last_close": format_ns(last),
-                    "answered": [[format_ns(i.lower), format_ns(i.upper)] for i in answered],
+                    "answered": [
+                        [format_ns(i.lower), format_ns(i.upper)] for i in answered if not i.empty
+                    ],
                     "holes": holes,
                 },
             )
@@ -447,7 +869,7 @@ class BarStore:
         """
         Return what interrupted writes left: superseded files and temporary files.
 
-        They are harmless (readers skip them) and the next write of the bar type removes them.
+        The next open of the bar type (read or write) removes them.
 
         Returns
         -------
@@ -457,37 +879,60 @@ class BarStore:
         return [path for name in self.bar_types() for path in self._debris_of(name)]
 
     def _debris_of(self, bar_type: str) -> list[str]:
-        folder = self.folder(bar_type)
-        if not self.fs.exists(folder):
-            return []
-        listing = self.fs.ls(folder, detail=False)
+        listing = self._listing(bar_type)
         everything = _parse_files(listing)
         live = set(_live(everything))
         stale = [f.path for f in everything if f not in live]
-        return stale + [p for p in listing if p.endswith(".part")]  # killed before its rename
+        return stale + [e["name"] for e in listing if e["name"].endswith(".part")]
 
-    def verify(self) -> list[str]:
+    def verify(self, repair: bool = False) -> list[str]:
         """
         Read every file and check it; return the problems found (empty when all is well).
+
+        Parameters
+        ----------
+        repair : bool, default False
+            Also repair: remove superseded and temporary files, quarantine unusable ones
+            (what every read and write does anyway). Problems repaired are still returned.
 
         Returns
         -------
         list[str]
 
         """
-        problems = []
+        problems: list[str] = []
         for name in self.bar_types():
-            all_files = self.files(name, live_only=False)
-            live = self.files(name)
-            for f in all_files:
+            folder = self.folder(name)
+            listing = self._listing(name)
+            everything = _parse_files(listing)
+            live = _live(everything)
+            bad: list[tuple[str, str]] = []
+            for e in listing:
+                base = _basename(e["name"])
+                if base.endswith(".parquet") and not _NAME.match(base):
+                    problems.append(
+                        f"{e['name']}: not named <first ts_init>_<last ts_init>.parquet: "
+                        "NautilusTrader's catalog reads it, this tool does not"
+                    )
+                elif e["name"].endswith(".part"):
+                    self._note(
+                        f"{e['name']}: left by an interrupted write; removed on the next open"
+                    )
+            for f in everything:
                 if f not in live:
-                    continue  # debris of an interrupted merge: readers skip it (see `debris`)
-                try:
-                    table = pq.read_table(f.path, filesystem=self.fs)
-                except Exception as e:  # any unreadable file is the finding
-                    problems.append(f"{f.path}: unreadable: {e}")
+                    outer = next(g for g in live if _contains(g, f))
+                    problems.append(
+                        f"{f.path}: superseded by {_basename(outer.path)} (a merge was "
+                        "interrupted): NautilusTrader's catalog reads its bars twice; removed "
+                        "on the next open or by `store verify --repair`"
+                    )
                     continue
-                ts = table.column("ts_init").to_numpy().astype(np.int64)
+                problem = self._file_problem(f.path, full=True)
+                if problem:
+                    problems.append(f"{f.path}: {problem}")
+                    bad.append((f.path, problem))
+                    continue
+                ts = self._read_table(f.path).column("ts_init").to_numpy().astype(np.int64)
                 if not len(ts):
                     problems.append(f"{f.path}: empty")
                 elif int(ts[0]) != f.first or int(ts[-1]) != f.last:
@@ -497,17 +942,67 @@ class BarStore:
             for a, b in itertools.pairwise(live):
                 if b.first <= a.last:
                     problems.append(f"{b.path}: interval overlaps {a.path}")
-            try:
-                self.answered(name)
-            except BackfillError as e:
-                problems.append(str(e))
-        return problems
+            _, meta_problem = self._record(name)
+            if meta_problem:
+                problems.append(
+                    f"{meta_problem}: treated as unknown (sources are asked again); rewritten "
+                    "on the next write"
+                )
+            quarantined = f"{folder}/{QUARANTINE}"
+            if self.fs.exists(quarantined):
+                for path in self.fs.ls(quarantined, detail=False):
+                    self._note(f"{path}: quarantined earlier (not read; delete it when seen)")
+            if repair:
+                self.heal(name, bad, wait_s=self.lock_wait_s or 5.0)
+        return [self.redacted(p) for p in problems]
 
 
-def _parse_files(listing: list[str]) -> list[StoredFile]:
+def _uint64(v: int) -> pa.Scalar:
+    # Bounds outside what uint64 holds are clamped rather than wrapped.
+    return pa.scalar(min(max(int(v), 0), 2**64 - 1), pa.uint64())
+
+
+def _values(table: pa.Table) -> np.ndarray:
+    meta = table.schema.metadata or {}
+    price = int(meta.get(b"price_precision", b"-1"))
+    size = int(meta.get(b"size_precision", b"-1"))
+    return np.column_stack(
+        [
+            decode_fixed(
+                table.column(n),
+                (size if n == "volume" else price) if price >= 0 and size >= 0 else None,
+                name=n,
+            )
+            for n in FIELDS
+        ]
+    )
+
+
+def _bar_table(
+    bar_type: str,
+    step_ns: int,
+    ts_init: np.ndarray,
+    values: np.ndarray,
+    price_precision: int,
+    size_precision: int,
+) -> pa.Table:
+    schema = nautilus_bar_schema(bar_type, price_precision, size_precision)
+    width = schema.field("open").type.byte_width
+    columns = [
+        encode_fixed(values[:, i], price_precision if i < 4 else size_precision, width)
+        for i in range(5)
+    ]
+    columns += [pa.array(ts_init - step_ns, pa.uint64()), pa.array(ts_init, pa.uint64())]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _parse_files(listing: list[dict[str, Any]] | list[str]) -> list[StoredFile]:
     out = []
-    for path in listing:
-        m = _NAME.match(path.rstrip("/").split("/")[-1])
+    for entry in listing:
+        path = entry if isinstance(entry, str) else entry["name"]
+        if not isinstance(entry, str) and entry.get("type") == "directory":
+            continue  # a directory named like a file: quarantined by the next repair
+        m = _NAME.match(_basename(path))
         if m:
             out.append(StoredFile(path, _parse_stamp(m[1]), _parse_stamp(m[2])))
     return sorted(out, key=lambda f: (f.first, -f.last))
@@ -515,8 +1010,15 @@ def _parse_files(listing: list[str]) -> list[StoredFile]:
 
 def _live(files: list[StoredFile]) -> list[StoredFile]:
     # A file whose interval another file's contains is superseded: a merge killed before it
-    # removed the files it replaced.
-    return [f for f in files if not any(_contains(g, f) for g in files if g is not f)]
+    # removed the files it replaced. Sorted by (first, -last), a file is contained in an
+    # earlier one exactly when an earlier file reaches at least as far (one pass, not n**2).
+    out = []
+    reach: int | None = None
+    for f in files:
+        if reach is None or f.last > reach:
+            out.append(f)
+            reach = f.last
+    return out
 
 
 def _contains(outer: StoredFile, inner: StoredFile) -> bool:
@@ -557,18 +1059,33 @@ class StoreSource(BarSource):
         Returns
         -------
         SourceResult
+            With notes on what the store repaired or could not use.
 
         """
-        table, pp, sp = self.store.read(str(request.bar_type), request.step_ns, span)
+        try:
+            table, pp, sp = self.store.read(str(request.bar_type), request.step_ns, span)
+        except Exception as e:  # the store fails as a source: the others are still asked
+            kind = "" if isinstance(e, BackfillError) else f"{type(e).__name__}: "
+            raise SourceError(self.store.redacted(f"{self.store.url}: {kind}{e}")) from None
         instrument = self.store.instrument(str(request.bar_type.instrument_id))
+        self.store.answered(str(request.bar_type), request.step_ns)  # notes a bad record
         return SourceResult(
             table,
             timestamp_is="open",
             price_precision=pp if pp >= 0 else None,
             size_precision=sp if sp >= 0 else None,
             instruments=[instrument] if instrument is not None else [],
+            notes=[f"store: {n}" for n in self.store.take_notes()],
         )
 
     def answered(self, request: BarRequest) -> P.Interval:
-        """Return the intervals sources have answered for this bar type, up to its end."""
-        return self.store.answered(str(request.bar_type)) & P.closedopen(-P.inf, request.end_ns)
+        """
+        Return the intervals sources have answered for this bar type, up to its end and now.
+
+        Never raises: a record that cannot be read answers for nothing.
+        """
+        try:
+            known = self.store.answered(str(request.bar_type), request.step_ns)
+        except Exception:  # the record is a cache: losing it costs requests, never bars
+            return P.empty()
+        return known & P.closedopen(-P.inf, request.end_ns)
