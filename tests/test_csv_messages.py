@@ -16,6 +16,9 @@ from nautilus_backfill.source import BarRequest, SourceResult, Span
 from nautilus_backfill.validate import validate
 from nautilus_trader.model.data import BarType
 
+# pyarrow's "Exception ignored" goes to pytest's unraisable hook, not to stderr: fail on it.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
 REQ = {
     "bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL",
     "start": "2021-01-04T00:00:00Z",

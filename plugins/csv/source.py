@@ -128,6 +128,10 @@ def _decode_head(path: str, head: bytes, encoding: str) -> str:
     if utf8 and head.startswith(codecs.BOM_UTF8):
         head = head[len(codecs.BOM_UTF8) :]
     wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if not wide and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise SourceError(
+            f'{path}: is UTF-16 text (it starts with its mark); set encoding = "utf-16"'
+        )
     nul = head.find(b"\x00")
     if nul >= 0 and not wide:
         raise SourceError(
@@ -141,6 +145,49 @@ def _decode_head(path: str, head: bytes, encoding: str) -> str:
             f"{path}: line {line} is not {encoding} text (byte 0x{head[e.start]:02x}); set "
             'encoding = "latin-1" (or the encoding the file was saved in), or save it as UTF-8',
         ) from None
+
+
+class _Utf8Checked(io.RawIOBase):
+    # A byte stream that refuses bytes that are not UTF-8 as it passes them on, naming the
+    # line: pyarrow itself prints "Exception ignored" when a broken row is not UTF-8.
+    def __init__(self, raw: IO[bytes], path: str) -> None:
+        self.raw, self.path = raw, path
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.lines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        chunk = bytes(memoryview(buffer)[:n]) if n else b""
+        try:
+            self.decoder.decode(chunk, final=not n)
+        except UnicodeDecodeError as e:
+            line = self.lines + chunk[: max(0, e.start)].count(b"\n") + 1
+            raise SourceError(
+                f'{self.path}: line {line} is not utf-8 text; set encoding = "latin-1" (or the '
+                "encoding the file was saved in), or save it as UTF-8",
+            ) from None
+        self.lines += chunk.count(b"\n")
+        return n or 0
+
+
+def _sniff(lines: list[str]) -> str:
+    # The delimiter that splits the first lines into the same number (> 1) of fields most
+    # often; ties go to the order below. csv.Sniffer is thrown off by a few odd lines.
+    best, best_score = ",", (-1.0, 0)
+    for d in (",", ";", "\t", "|"):
+        widths = [len(r) for r in pycsv.reader(lines[:20], delimiter=d)]
+        if not widths:
+            continue
+        mode, count = Counter(widths).most_common(1)[0]
+        if mode < 2:
+            continue
+        score = (count / len(widths), mode)
+        if score > best_score:
+            best, best_score = d, score
+    return best
 
 
 def _line_numbers(index: np.ndarray, skipped: np.ndarray, first: int) -> np.ndarray:
@@ -348,10 +395,7 @@ class CsvBarSource(BarSource):
         window = [ln for ln in lines[lead : lead + 40] if ln.strip()]
         delimiter = cfg.delimiter
         if delimiter is None:
-            try:
-                delimiter = pycsv.Sniffer().sniff("\n".join(window), delimiters=",;\t|").delimiter
-            except pycsv.Error:
-                delimiter = ","
+            delimiter = _sniff(window)
         first = next(pycsv.reader([lines[lead]], delimiter=delimiter))
         header = cfg.header
         if header is None:
@@ -431,9 +475,11 @@ class CsvBarSource(BarSource):
                 if found is not None:
                     return found
             if required:
+                split = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "'|'"}
                 raise SourceError(
-                    f"{path}: no '{key}' column in the header ({', '.join(names)}); "
-                    f"set columns.{key}",
+                    f"{path}: no '{key}' column in the header ({', '.join(names)}; split at "
+                    f"{split.get(layout.delimiter, repr(layout.delimiter))}); set "
+                    f"columns.{key}" + ("" if len(names) > 1 else " or delimiter"),
                 )
             return None
 
@@ -666,7 +712,10 @@ class CsvBarSource(BarSource):
         newest = _Newest(span.limit) if span.limit is not None else None
         pieces: list[pa.Table] = []
         first_line = layout.skip + 1
-        with _open_bytes(path) as fh:
+        with _open_bytes(path) as raw:
+            fh: IO[bytes] = raw
+            if codecs.lookup(self.config.encoding).name == "utf-8":
+                fh = io.BufferedReader(_Utf8Checked(raw, path), 1 << 20)
             try:
                 reader = pacsv.open_csv(
                     fh, read_options=read, parse_options=parse, convert_options=convert
@@ -844,6 +893,10 @@ class CsvBarSource(BarSource):
             data = data[: data.rfind(b"\n") + 1]
         if not data:
             return None
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # the stream names the line
         try:
             return self._parse_rows(path, layout, typed, data, fmt)
         except SourceError:
