@@ -26,8 +26,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check core plugins tests benchmarks examples
-	$(BIN)/ruff format --check core plugins examples
+	$(BIN)/ruff check core plugins tests benchmarks examples docs/hooks.py
+	$(BIN)/ruff format --check core plugins examples docs/hooks.py
 	$(BIN)/mypy -p nautilus_backfill
 
 # The site, into build/site; the reference pages are generated from the code (docs/hooks.py).
