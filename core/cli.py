@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import click
 from nautilus_backfill.errors import BackfillError
-from nautilus_backfill.report import RequestReport
+from nautilus_backfill.progress import Progress
 from nautilus_backfill.timeutil import format_ns
 
 
@@ -107,13 +108,15 @@ def plan(config: Path, as_json: bool) -> None:
         for source in row["sources"]:
             lines = source["lines"] or ["asked for what the sources before it leave missing"]
             for line in lines:
+                line = line.removeprefix(f"{source['name']}: ")
                 click.echo(f"  {source['name']:<12}{line}")
 
 
 @main.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def fetch(config: Path, as_json: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr.")
+def fetch(config: Path, as_json: bool, quiet: bool) -> None:
     """Run the backfill for CONFIG without a node and print the report."""
     from nautilus_backfill.orchestrator import Backfill
 
@@ -121,20 +124,28 @@ def fetch(config: Path, as_json: bool) -> None:
         backfill = Backfill.from_toml(config)
     except BackfillError as e:
         _fail(str(e))
-    progress = None
-    if not as_json and sys.stderr.isatty():
+    bar = None
+    on_progress = None
+    if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        progress = tqdm(total=len(backfill.config.requests), unit="request", file=sys.stderr)
+        bar = tqdm(total=0, unit="call", file=sys.stderr, dynamic_ncols=True)
+        stage: list[str] = []
+        lock = threading.Lock()
 
-    def done(report: RequestReport) -> None:
-        if progress is not None:
-            progress.set_postfix_str(report.bar_type)
-            progress.update(1)
+        def on_progress(p: Progress) -> None:
+            with lock:
+                if not stage or stage[-1] != p.source:
+                    stage.append(p.source)
+                    bar.reset(total=p.calls_total)
+                    bar.set_description(p.source)
+                bar.n = p.calls_done
+                bar.set_postfix_str(f"{p.bars:,} bars", refresh=False)
+                bar.refresh()
 
-    result = backfill.fetch(on_request_done=done)
-    if progress is not None:
-        progress.close()
+    result = backfill.fetch(on_progress=on_progress)
+    if bar is not None:
+        bar.close()
     report = result.report
     click.echo(report.to_json() if as_json else report.render())
     sys.exit(0 if report.ok else 1)

@@ -19,8 +19,15 @@ from nautilus_backfill.convert import to_bars
 from nautilus_backfill.errors import InsufficientHistoryError, SourceError
 from nautilus_backfill.inject import cache_of, fit_to_cache
 from nautilus_backfill.merge import Layered
+from nautilus_backfill.progress import Progress, ProgressTracker
 from nautilus_backfill.registry import SourceRegistry, default_registry
-from nautilus_backfill.report import BackfillReport, RequestReport, SourceAttempt, log_report
+from nautilus_backfill.report import (
+    BackfillReport,
+    RequestReport,
+    SourceAttempt,
+    log_progress,
+    log_report,
+)
 from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
 from nautilus_backfill.store import BarStore, StoreSource
@@ -178,12 +185,61 @@ class Backfill:
                     source.close()
         return problems
 
+    def plan(self) -> list[dict[str, Any]]:
+        """
+        Return what a fetch would ask each source for, without any network.
+
+        Returns
+        -------
+        list[dict[str, Any]]
+            Per request: ``bar_type``, ``window`` and ``sources``, each source with its
+            ``name`` and the ``lines`` it plans.
+
+        """
+        now = now_ns()
+        context = SourceContext(Path(self.config.base_dir or "."), None)
+        opened: list[tuple[SourceConfig, BarSource | None, str | None]] = []
+        for cfg in self.config.sources:
+            try:
+                opened.append((cfg, self.registry.get(cfg.plugin)(cfg, context), None))
+            except Exception as e:
+                opened.append((cfg, None, _describe(e)))
+        store = self._open_store(context)
+        out = []
+        try:
+            for i, req_cfg in enumerate(self.config.requests):
+                req = build_request(req_cfg, i, now)
+                window = (
+                    f"the {req.count} newest bars"
+                    if req.count is not None
+                    else f"all bars from {format_ns(req.start_ns)}"
+                ) + (f" before {req_cfg.end}" if req_cfg.end else " until now")
+                rows = []
+                if store is not None:
+                    rows.append({"name": "store", "lines": _store_plan(store, req)})
+                for src_cfg, source, error in opened:
+                    lines = [f"cannot open: {error}"] if source is None else []
+                    if source is not None:
+                        try:
+                            lines = [str(x) for x in source.plan(req)]
+                        except Exception as e:
+                            lines = [f"plugin '{src_cfg.plugin}' plan failed: {_describe(e)}"]
+                    rows.append({"name": src_cfg.name, "lines": lines})
+                out.append({"bar_type": str(req.bar_type), "window": window, "sources": rows})
+        finally:
+            for _, source, _ in opened:
+                if source is not None:
+                    with contextlib.suppress(Exception):
+                        source.close()
+        return out
+
     # -- pipeline ------------------------------------------------------------------------------
 
     def fetch(
         self,
         cache: Any = None,
         on_request_done: Callable[[RequestReport], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> FetchResult:
         """
         Run fetch, validate, dedupe and merge for every request, and convert to bars.
@@ -194,7 +250,10 @@ class Backfill:
             The cache the bars are meant for: gives instruments and precisions, and the bar
             capacity and bars already there are taken into account.
         on_request_done : Callable[[RequestReport], None], optional
-            Called as each request finishes (for progress displays).
+            Called as each request finishes.
+        on_progress : Callable[[Progress], None], optional
+            Called from any thread as calls finish and rows arrive, with the stage's counts and
+            an estimate of the time left.
 
         Returns
         -------
@@ -232,7 +291,7 @@ class Backfill:
             # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
             # asked only for what the sources before it left missing.
             for i, source in enumerate(sources):
-                self._stage(i, source, source_errors[i], work, deadline_at)
+                self._stage(i, source, source_errors[i], work, deadline_at, on_progress)
 
             def finish(w: _Work) -> None:
                 if store is not None:
@@ -285,13 +344,13 @@ class Backfill:
 
         """
         cache = cache_of(target)
-        result = self.fetch(cache=cache)
+        node = target if hasattr(target, "trader") and hasattr(target, "kernel") else None
+        result = self.fetch(cache=cache, on_progress=log_progress() if node is not None else None)
         for instrument in result.instruments:
             if cache.instrument(instrument.id) is None:
                 cache.add_instrument(instrument)
         for bars in result.bars.values():
             cache.add_bars(bars)
-        node = target if hasattr(target, "trader") and hasattr(target, "kernel") else None
         if node is not None:
             log_report(result.report)
             if self.config.warm_up:
@@ -340,6 +399,7 @@ class Backfill:
         open_error: str | None,
         work: list[_Work],
         deadline_at: float,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         src_cfg = self._source_configs()[index]
         calls: list[tuple[_Work, Span]] = []
@@ -354,8 +414,9 @@ class Backfill:
                 calls.extend((w, span) for span in spans)
         if source is None or not calls:
             return
+        tracker = ProgressTracker(src_cfg.name, len(calls), on_progress)
         for (w, span), (outcome, elapsed) in zip(
-            calls, self._ask(source, src_cfg, calls, deadline_at), strict=True
+            calls, self._ask(source, src_cfg, calls, deadline_at, tracker), strict=True
         ):
             attempt = w.report.sources[index]
             attempt.elapsed_s += elapsed
@@ -374,6 +435,7 @@ class Backfill:
         src_cfg: SourceConfig,
         calls: list[tuple[_Work, Span]],
         deadline_at: float,
+        tracker: ProgressTracker,
     ) -> list[tuple[Any, float]]:
         # Each call runs under its own timeout, `max_parallel` at a time; a call the deadline
         # leaves no time for is not made.
@@ -381,20 +443,33 @@ class Backfill:
             w, span = call
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
+                tracker.call_done()
                 return SourceError("the deadline had passed", status="not_asked"), 0.0
             timeout = min(src_cfg.timeout_s, remaining)
-            span = replace(span, deadline=time.monotonic() + timeout)
+            reported = [0]
+
+            def rows(n: int) -> None:
+                reported[0] += n
+                tracker.rows(n)
+
+            span = replace(span, deadline=time.monotonic() + timeout, progress=rows)
             started = time.monotonic()
             try:
-                raw = call_with_timeout(
+                raw: Any = call_with_timeout(
                     lambda: source.fetch(w.req, span), timeout, name=src_cfg.name
                 )
             except Exception as e:
-                return e, time.monotonic() - started
+                raw = e
+            tracker.rows(_rows_of(raw) - reported[0])
+            tracker.call_done()
             return raw, time.monotonic() - started
 
         if type(source).fetch_many is not BarSource.fetch_many:
-            return self._ask_batch(source, src_cfg, calls, deadline_at)
+            answers = self._ask_batch(source, src_cfg, calls, deadline_at)
+            for raw, _ in answers:
+                tracker.rows(_rows_of(raw))
+                tracker.call_done()
+            return answers
         workers = max(1, min(len(calls), _parallel(source)))
         if workers == 1:
             return [one(c) for c in calls]
@@ -631,6 +706,30 @@ class Backfill:
             f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
             f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
         )
+
+
+def _store_plan(store: StoreSource, req: BarRequest) -> list[str]:
+    try:
+        known = store.answered(req)
+    except Exception as e:
+        return [f"cannot read: {_describe(e)}"]
+
+    def iso(ns: float) -> str | None:
+        return format_ns(int(ns) - int(ns) % 1_000_000_000)
+
+    lines = [f"answered before: {iso(a.lower)} .. {iso(a.upper)}" for a in known if not a.empty]
+    lines = lines[-3:]
+    if req.start_ns is None:
+        return [*lines, "the sources are asked for what it lacks of the newest bars"]
+    missing = P.closedopen(req.start_ns, req.end_ns) - known
+    asked = [f"sources asked for {iso(m.lower)} .. {iso(m.upper)}" for m in missing if not m.empty]
+    return lines + (asked[:5] or ["holds the whole window: no source is asked"])
+
+
+def _rows_of(raw: Any) -> int:
+    table = getattr(raw, "table", None)
+    rows = getattr(table, "num_rows", 0)
+    return rows if isinstance(rows, int) else 0
 
 
 def _parallel(source: BarSource) -> int:

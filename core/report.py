@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nautilus_backfill.timeutil import format_ns
+from nautilus_backfill.progress import Progress
+from nautilus_backfill.timeutil import format_age, format_ns
 from nautilus_trader.common.component import Logger
 
 
@@ -366,3 +370,39 @@ def log_report(report: BackfillReport, log: Logger | None = None) -> None:
         problem = shortfall(request)
         if problem:
             log.warning(problem)
+
+
+def log_progress(every_s: float = 5.0, log: Logger | None = None) -> Callable[[Progress], None]:
+    """
+    Return an ``on_progress`` callback that writes an INFO line at most every `every_s`.
+
+    Parameters
+    ----------
+    every_s : float, default 5.0
+        The least time between two lines (a stage's last call is always logged).
+    log : Logger, optional
+        The logger; ``Logger("Backfill")`` when omitted.
+
+    Returns
+    -------
+    Callable[[Progress], None]
+
+    """
+    log = log or Logger("Backfill")
+    last = [0.0]
+    lock = threading.Lock()
+
+    def write(p: Progress) -> None:
+        now = time.monotonic()
+        final = p.calls_done == p.calls_total
+        with lock:
+            if not final and now - last[0] < every_s:
+                return
+            last[0] = now
+        eta = "" if p.eta_s is None or final else f", about {format_age(p.eta_s)} left"
+        log.info(
+            f"backfill: {p.source} {p.calls_done}/{p.calls_total} calls, {p.bars:,} bars, "
+            f"{format_age(p.elapsed_s)}{eta}"
+        )
+
+    return write

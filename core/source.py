@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,6 +81,9 @@ class Span:
         part of its answer should return what it has before then, with
         ``SourceResult.failure`` set to a ``SourceError`` of status ``"timeout"``; a call still
         running at the deadline is abandoned and whatever it got is lost.
+    progress : Callable[[int], None] | None
+        For long downloads: call it with the number of rows received since the last call,
+        so progress displays move before `fetch` returns. Optional to call; thread-safe.
 
     """
 
@@ -87,6 +91,7 @@ class Span:
     end: int
     limit: int | None = None
     deadline: float | None = None
+    progress: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -231,6 +236,39 @@ class BarSource:
 
         """
         raise NotImplementedError
+
+    def plan(self, request: BarRequest) -> list[str]:
+        """
+        Return, without any network, what this source would be asked for `request`.
+
+        ``nautilus-backfill plan`` prints the lines under the source's name: the files it
+        would read, the broker requests it would make and the least time they take. The
+        default names the files a ``path`` setting matches.
+
+        Parameters
+        ----------
+        request : BarRequest
+            The request.
+
+        Returns
+        -------
+        list[str]
+
+        """
+        path = getattr(self.config, "path", None)
+        if not isinstance(path, str):
+            return []
+        from nautilus_backfill.paths import expand
+
+        pattern = self.context.resolve(path)
+        try:
+            files = expand(pattern, request.bar_type)
+        except SourceError as e:
+            return [f"cannot read: {e}"]
+        if not files:
+            return [f"no file matches {pattern}"]
+        shown = [f"reads {f}" for f in files[:5]]
+        return shown + ([f"... and {len(files) - 5} more files"] if len(files) > 5 else [])
 
     def check(self, requests: list[BarRequest]) -> list[str]:
         """

@@ -116,3 +116,49 @@ def test_a_hung_source_costs_its_timeout_and_the_fallback_still_runs_within_the_
     assert time.monotonic() - started < 3
     for r in report.requests:
         assert r.sources[0].status == "timeout" and r.sources[1].used == 10
+
+
+class Chunky(BarSource):
+    """Reports rows as they arrive, like a long broker download."""
+
+    def fetch(self, request, span):
+        for _ in range(4):
+            span.progress(5)
+            time.sleep(0.02)
+        return _answer(span, n=20)
+
+
+class ChunkyPlugin:
+    @hookimpl
+    def register_sources(self, register):
+        register("chunky", Chunky)
+
+
+def test_progress_moves_during_a_call_and_counts_every_row_once():
+    registry = build_registry(entry_points=False, extra=[("chunky", ChunkyPlugin())])
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": b, "bars": 20, "end": END} for b in _types(3)],
+                                         "sources": [{"name": "c", "plugin": "chunky"}]}}, registry=registry)
+    seen = []
+    Backfill(cfg, registry=registry).fetch(on_progress=seen.append)
+    assert seen[-1].calls_done == 3 and seen[-1].calls_total == 3 and seen[-1].bars == 60
+    during = [p for p in seen if p.calls_done == 0]
+    assert during and during[-1].bars > 0  # rows counted before any call had returned
+    assert all(p.eta_s is not None for p in seen if p.calls_done)
+
+
+def test_plan_lists_each_source_without_asking_any(tmp_path):
+    (tmp_path / "S000.csv").write_text("timestamp,open,high,low,close\n")
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": b, "bars": 10} for b in _types(2)],
+                                         "store": str(tmp_path / "store"),
+                                         "sources": [{"name": "h", "plugin": "hang"},
+                                                     {"name": "f", "plugin": "csv", "path": str(tmp_path / "{symbol}.csv")}]}},
+                           registry=REGISTRY)
+    started = time.monotonic()
+    plan = Backfill(cfg, registry=REGISTRY).plan()
+    assert time.monotonic() - started < 5  # the hanging source was never asked
+    first, second = plan
+    assert first["window"] == "the 10 newest bars until now"
+    lines = {s["name"]: s["lines"] for s in first["sources"]}
+    assert lines["store"] == ["the sources are asked for what it lacks of the newest bars"]
+    assert lines["h"] == [] and lines["f"] == [f"reads {tmp_path / 'S000.csv'}"]
+    assert {s["name"]: s["lines"] for s in second["sources"]}["f"] == [f"no file matches {tmp_path / '{symbol}.csv'}"]
