@@ -8,6 +8,7 @@ a year of minute zips holds only 525,600 bars). Then times, best of several and 
 each in a fresh process:
   a) ParquetDataCatalog.bars() + Cache.add_bars()        (NautilusTrader's own path)
   f) Backfill.inject() from the freqtrade feather file    (plugin "freqtrade")
+  p) Backfill.inject() from the same feather file          (plugin "parquet", plain layout)
   l) Backfill.inject() from the LEAN zips                 (plugin "lean")
 Run: python benchmarks/bench_formats.py [--bars N] [--repeat K]
 """
@@ -102,6 +103,11 @@ def build(folder: Path, n: int) -> None:
     for name, bar_type, src in (
         ("freqtrade", FREQTRADE_BAR_TYPE, 'plugin = "freqtrade"\npath = "freqtrade/binance"\n'),
         ("lean", LEAN_BAR_TYPE, 'plugin = "lean"\npath = "lean"\n'),
+        (
+            "feather",
+            FREQTRADE_BAR_TYPE,
+            'plugin = "parquet"\npath = "freqtrade/binance/BTC_USDT-1m.feather"\n',
+        ),
     ):
         (folder / f"{name}.toml").write_text(
             f'[backfill]\ndeadline = "600s"\n[[backfill.requests]]\nbar_type = "{bar_type}"\n'
@@ -129,9 +135,11 @@ def one(case: str, folder: Path, n: int) -> dict[str, float]:
         elapsed = time.perf_counter() - t0
         bar_type = CATALOG_BAR_TYPE
     else:
-        name, bar_type = {"f": ("freqtrade", FREQTRADE_BAR_TYPE), "l": ("lean", LEAN_BAR_TYPE)}[
-            case
-        ]
+        name, bar_type = {
+            "f": ("freqtrade", FREQTRADE_BAR_TYPE),
+            "p": ("feather", FREQTRADE_BAR_TYPE),
+            "l": ("lean", LEAN_BAR_TYPE),
+        }[case]
         backfill = Backfill.from_toml(folder / f"{name}.toml")
         t0 = time.perf_counter()
         report = backfill.inject(cache)
@@ -160,10 +168,10 @@ def main() -> None:
             f"built {args.bars:,} bars as a catalog, a freqtrade feather file and {zips} LEAN "
             f"minute zips in {time.perf_counter() - t0:.1f}s"
         )
-        runs: dict[str, list[float]] = {c: [] for c in "afl"}
+        runs: dict[str, list[float]] = {c: [] for c in "afpl"}
         # Interleaved, so a slow spell on the machine does not fall on one case only.
         for _ in range(args.repeat):
-            for case in "afl":
+            for case in "afpl":
                 out = subprocess.run(
                     [
                         sys.executable,
@@ -183,19 +191,20 @@ def main() -> None:
         names = {
             "a": "NautilusTrader catalog.bars() + add_bars",
             "f": "backfill from a freqtrade feather file",
+            "p": "backfill from that feather file, parquet source",
             "l": "backfill from LEAN minute zips",
         }
         best = {c: min(r) for c, r in runs.items()}
         median = {c: statistics.median(r) for c, r in runs.items()}
         print("\n| case | path | best (s) | bars/s | ratio to a | median (s) | median ratio |")
         print("|---|---|---:|---:|---:|---:|---:|")
-        for case in "afl":
+        for case in "afpl":
             print(
                 f"| {case} | {names[case]} | {best[case]:.3f} | {args.bars / best[case]:,.0f} | "
                 f"{best[case] / best['a']:.2f} | {median[case]:.3f} | "
                 f"{median[case] / median['a']:.2f} |"
             )
-        print(f"\ntargets: f/a <= 1.2, l/a <= 3 (best of {args.repeat})")
+        print(f"\ntargets: f/a <= 1.2, p/a <= 1.2, l/a <= 3 (best of {args.repeat})")
 
 
 if __name__ == "__main__":
