@@ -262,9 +262,21 @@ def test_plugin_helpers_are_in_the_api_reference():
         "### `fill_template(path: str, bar_type: BarType) -> str`",
         "### `to_epoch_ns(",
         "### `in_span(",
-        "### `Span(start: int | None, end: int, limit: int | None = None, deadline: float | None = None)`",
+        "### `Span(start: int | None, end: int, limit: int | None = None, deadline: float",
     ):
         assert head in page
+
+
+def test_plugin_guide_explains_every_field_a_source_receives_and_returns():
+    import dataclasses
+
+    from nautilus_backfill import BarRequest, SourceResult, Span
+
+    guide = (DOCS / "plugins.md").read_text()
+    rows = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", guide, re.M))
+    documented = {name for row in rows for name in row if name}
+    fields = {f.name for cls in (BarRequest, Span, SourceResult) for f in dataclasses.fields(cls)}
+    assert sorted(fields - documented) == []
 
 
 # -- report vocabulary --------------------------------------------------------------------------

@@ -6,9 +6,15 @@ a later TOML snippet reads). A ```toml block with a ``[backfill]`` table goes th
 before a block changes that:
 
 - ``<!-- skip: why -->``: not run (it needs a TradingNode, a gateway, your strategy);
-- ``<!-- fragment -->``: a part of a config; a request and a source are added, then checked;
-- ``<!-- your files -->``: the config names files the reader supplies; ``check`` may only
-  object to source ``path`` keys.
+- ``<!-- fragment -->``: a part of a config; a request and a source are added, then checked
+  (a block with ``[backfill]`` keys but no request is taken as a fragment without the marker).
+  Only the fragment's keys and values are judged: the added request is not the one its
+  source is for, so what the source's offline check says about it is not.
+
+Files a config names are the reader's (``data/{symbol}-{step}.csv``), so ``check`` may object
+to a source's ``path``, except on the pages in `BUILDS_ITS_FILES`, whose snippets make them.
+Each page runs in a folder beside a link to the real data (``../shared/data/...``), as the
+tests do.
 
 ``--8<-- "path"`` lines (the site's file includes) are replaced by the file, as the site does.
 """
@@ -22,12 +28,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from nautilus_backfill import sample
+from nautilus_backfill import Backfill, BackfillError, sample
 from nautilus_backfill.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-MARKER = re.compile(r"^<!--\s*(skip|fragment|your files)\s*(?::\s*(.*?))?\s*-->$")
+MARKER = re.compile(r"^<!--\s*(skip|fragment)\s*(?::\s*(.*?))?\s*-->$")
+BUILDS_ITS_FILES = {"getting-started.md"}
+SHARED = ROOT.parent / "shared"
 FENCE = re.compile(r"^```(\w*)\s*$")
 INCLUDE = re.compile(r'^--8<--\s+"([^"]+)"\s*$', re.M)
 
@@ -84,14 +92,20 @@ def complete(fragment: str) -> str:
     return text
 
 
-def check(text: str, folder: Path, marker: str | None) -> None:
+def check(text: str, folder: Path, allowed: str | None) -> None:
+    """Run ``nautilus-backfill check``; `allowed` names the source problems that may remain."""
     (folder / "backfill.toml").write_text(text)
+    try:  # keys and values first: a config that does not load is never excused
+        Backfill.from_toml(folder / "backfill.toml")
+    except BackfillError as e:
+        raise AssertionError(str(e)) from None
     result = CliRunner().invoke(main, ["check", str(folder / "backfill.toml")])
     if result.exit_code == 0:
         return
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    only_paths = errors and all(re.search(r"backfill\.sources\[\d+\]\.path: ", e) for e in errors)
-    assert marker == "your files" and only_paths, result.output
+    pattern = {"path": r"backfill\.sources\[\d+\]\.path: ", "source": r"backfill\.sources\[\d+\]\."}
+    ok = allowed is not None and errors and all(re.search(pattern[allowed], e) for e in errors)
+    assert ok, result.output
 
 
 def run_page(page: Path, folder: Path) -> int:
@@ -104,7 +118,10 @@ def run_page(page: Path, folder: Path) -> int:
             doc = tomllib.loads(s.text)  # even a skipped one must be valid TOML
             if s.marker == "skip" or ("backfill" not in doc and s.marker != "fragment"):
                 continue
-            check(complete(s.text) if s.marker == "fragment" else s.text, folder, s.marker)
+            if s.marker == "fragment" or not doc.get("backfill", {}).get("requests"):
+                check(complete(s.text), folder, "source")
+            else:
+                check(s.text, folder, None if page.name in BUILDS_ITS_FILES else "path")
             ran += 1
         elif s.lang == "python" and s.marker != "skip":
             exec(compile(s.text, where, "exec"), namespace)
@@ -112,10 +129,20 @@ def run_page(page: Path, folder: Path) -> int:
     return ran
 
 
+def page_folder(tmp_path: Path) -> Path:
+    """A fresh folder with ``../shared`` the real data, as beside the checkout."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    if SHARED.is_dir():
+        (tmp_path / "shared").symlink_to(SHARED)
+    return folder
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_snippets_run(page, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    run_page(page, tmp_path)
+    folder = page_folder(tmp_path)
+    monkeypatch.chdir(folder)
+    run_page(page, folder)
 
 
 def test_the_guides_have_snippets_that_run(tmp_path, monkeypatch):
@@ -140,19 +167,30 @@ def test_a_broken_toml_snippet_fails(tmp_path, monkeypatch):
         run_page(page, tmp_path)
 
 
-def test_a_missing_file_passes_only_where_the_page_says_the_reader_supplies_it(
-    tmp_path, monkeypatch
-):
+def test_a_missing_file_fails_only_on_a_page_that_makes_its_files(tmp_path, monkeypatch):
     config = (
         '[backfill]\n[[backfill.requests]]\nbar_type = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"\n'
         'bars = 10\n[[backfill.sources]]\nname = "x"\nplugin = "csv"\npath = "nowhere/*.csv"\n'
     )
     monkeypatch.chdir(tmp_path)
     page = tmp_path / "page.md"
-    page.write_text(f"<!-- your files -->\n```toml\n{config}```\n")
+    page.write_text(f"```toml\n{config}```\n")
     assert run_page(page, tmp_path) == 1
+    page = tmp_path / "getting-started.md"
     page.write_text(f"```toml\n{config}```\n")
     with pytest.raises(AssertionError, match="nowhere"):
+        run_page(page, tmp_path)
+
+
+def test_a_fragment_is_judged_on_its_own_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text('```toml\n[[backfill.sources]]\nname = "ib"\nplugin = "ib"\nport = 4002\n```\n')
+    assert run_page(page, tmp_path) == 1
+    page.write_text(
+        '```toml\n[[backfill.sources]]\nname = "ib"\nplugin = "ib"\nport = "4002"\n```\n'
+    )
+    with pytest.raises(AssertionError, match=r"port"):
         run_page(page, tmp_path)
 
 
