@@ -480,3 +480,33 @@ def test_bar_values_are_columns_of_the_bar_schema(lean):
     table = _fetch(_source(lean), SPY_1M).table
     assert table.schema.field("ts").type == pa.int64()
     assert np.isfinite(table.column("close").to_numpy()).all()
+
+
+def test_a_time_outside_the_files_day_is_refused_not_overflowed(tmp_path):
+    _day(
+        tmp_path,
+        "equity",
+        "usa",
+        "minute",
+        "spy",
+        "20131007",
+        "trade",
+        [
+            "34200000,1000000,1000000,1000000,1000000,5",
+            "9000000000000000,1000000,1000000,1000000,1000000,5",
+            "-60000,1000000,1000000,1000000,1000000,5",
+        ],
+    )
+    result = _fetch(_source(tmp_path), SPY_1M)
+    assert result.table.column("ts").to_pylist() == [
+        _ns(datetime(2013, 10, 7, 13, 30, tzinfo=UTC)),
+        None,
+        None,
+    ]
+    assert any("2 row(s) with a time outside their file's day" in n for n in result.notes)
+
+
+def test_a_path_that_is_a_file_says_so(lean, tmp_path):
+    (tmp_path / "Data").write_text("")
+    (problem,) = _source(tmp_path / "Data").check([_request(SPY_1M)])
+    assert problem.startswith("path: LEAN data folder") and "is a file, not a folder" in problem

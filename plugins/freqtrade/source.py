@@ -251,9 +251,10 @@ class FreqtradeBarSource(BarSource):
         tf = timeframe(bar_type)
         root = Path(os.path.normpath(self.context.resolve(self.config.path)))
         if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "does not exist"
             raise _problem(
                 "path",
-                f"freqtrade data folder {root} does not exist (use user_data/data/<exchange>)",
+                f"freqtrade data folder {root} {what} (use user_data/data/<exchange>)",
                 status="empty",
             )
         candidates = pair_candidates(bar_type.instrument_id, self.config.pairs)

@@ -271,7 +271,8 @@ class LeanBarSource(BarSource):
             )
         root = Path(os.path.normpath(self.context.resolve(self.config.path)))
         if not root.is_dir():
-            raise _problem("path", f"LEAN data folder {root} does not exist", status="empty")
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise _problem("path", f"LEAN data folder {root} {what}", status="empty")
         side = bar_type.spec.price_type.name
         if bar_type.spec.price_type not in (
             PriceType.LAST,
@@ -465,7 +466,17 @@ def read_lean_days(files: LeanFiles, batch: list[tuple[date, Path]], notes: list
         for _, numbers, n in loaded
     ]
     midnights = np.array([(d - date(1970, 1, 1)).days * _DAY_NS for d, _ in batch], dtype=np.int64)
-    wall = pc.add(pc.multiply(table.column(0), _MS), pa.array(np.repeat(midnights, counts)))
+    ms = table.column(0)
+    # LEAN adds any number of ms to the date; one outside the day is no time of that file.
+    inside = pc.and_(pc.greater_equal(ms, 0), pc.less(ms, _DAY_NS // _MS))
+    outside = int(pc.sum(pc.invert(pc.fill_null(inside, True))).as_py() or 0)
+    if outside:
+        ms = pc.if_else(inside, ms, pa.scalar(None, pa.int64()))
+        notes.append(
+            f"{outside} row(s) with a time outside their file's day (ms since midnight not in "
+            "0 .. 86399999): dropped as unparseable"
+        )
+    wall = pc.add(pc.multiply(ms, _MS), pa.array(np.repeat(midnights, counts)))
     if files.tz == "UTC":
         ts = wall
     else:  # wall clock to UTC; a time the zone skips or repeats (DST) becomes null
