@@ -789,8 +789,8 @@ class CsvBarSource(BarSource):
         with open(path, "rb") as fh:
             head = fh.read(_HEAD)
             data_start = _offset_after_lines(head, layout.skip)
-            if data_start is None:
-                return None
+            if data_start is None or b"\n" not in head:
+                return None  # lines end in a bare CR: the stream counts those
             first = self._parse_block(path, layout, typed, head[data_start:], None, complete=False)
             if first is None:
                 return None
