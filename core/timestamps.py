@@ -69,7 +69,7 @@ class TimestampError(SourceError):
     """
 
     def __init__(self, message: str, positions: tuple[int, ...] = ()) -> None:
-        super().__init__(message)
+        super().__init__(message.format(*(f"row {p + 1}" for p in positions)))
         self.template = message
         self.positions = positions
 
