@@ -66,7 +66,7 @@ def lean(shared) -> Path:
 def test_equity_minute_trade_bars_new_york_ms_since_midnight_and_deci_cents(lean):
     path = lean / "equity" / "usa" / "minute" / "spy" / "20131007_trade.zip"
     rows = _csv_rows(path)
-    table = _fetch(_source(lean), SPY_1M).table
+    table = _fetch(_source(lean, extended_hours=True), SPY_1M).table
     assert table.num_rows == len(rows) == 828
     assert table.column("ts").to_pylist() == [
         _local_ms_to_utc_ns("20131007", r[0], NY) for r in rows
@@ -77,6 +77,16 @@ def test_equity_minute_trade_bars_new_york_ms_since_midnight_and_deci_cents(lean
     # 14400000 ms is 04:00 in New York (EDT), 08:00 UTC; 167.41 dollars.
     assert table.column("ts")[0].as_py() == _ns(datetime(2013, 10, 7, 8, 0, tzinfo=UTC))
     assert table.column("open")[0].as_py() == 167.41
+
+
+def test_equity_minute_bars_keep_the_regular_session_as_lean_does_by_default(lean):
+    rows = _csv_rows(lean / "equity" / "usa" / "minute" / "spy" / "20131007_trade.zip")
+    regular = [r for r in rows if 34_200_000 <= int(r[0]) < 57_600_000]  # 09:30 to 16:00
+    result = _fetch(_source(lean), SPY_1M)
+    assert result.table.num_rows == len(regular) == 390
+    assert result.table.column("_row").to_pylist() == [rows.index(r) + 1 for r in regular]
+    assert result.table.column("ts")[0].as_py() == _ns(datetime(2013, 10, 7, 13, 30, tzinfo=UTC))
+    assert any(n.startswith("438 extended-hours bar(s)") for n in result.notes)
 
 
 def test_equity_daily_bars_are_stamped_at_the_session_date_00_utc(lean):
@@ -287,18 +297,18 @@ def test_a_500_bar_request_opens_only_the_newest_day_files(tmp_path):
             path.write_bytes(b"not a zip")
     end = _ns(datetime(2024, 1, 1, 5, 0, tzinfo=UTC))  # 00:00 New York on the last day
     request = _request(SPY_1M, end_ns=end, start_ns=None)
-    result = _source(tmp_path).fetch(request, Span(None, end, limit=500))
+    result = _source(tmp_path, extended_hours=True).fetch(request, Span(None, end, limit=500))
     assert result.table.num_rows == 500
     assert result.notes[0].startswith("read 1 trade file(s) 20231231 .. 20231231")
-    result = _source(tmp_path).fetch(request, Span(None, end, limit=3000))
+    result = _source(tmp_path, extended_hours=True).fetch(request, Span(None, end, limit=3000))
     assert result.table.num_rows == 3000 and "read 3 trade file(s)" in result.notes[0]
     # Time mode opens the days of the window only.
     window = Span(
         _ns(datetime(2023, 12, 30, 12, tzinfo=UTC)), _ns(datetime(2023, 12, 30, 13, tzinfo=UTC))
     )
-    assert _source(tmp_path).fetch(request, window).table.num_rows == 60
+    assert _source(tmp_path, extended_hours=True).fetch(request, window).table.num_rows == 60
     with pytest.raises(Exception, match="not a readable LEAN zip"):
-        _source(tmp_path).fetch(request, Span(None, end, limit=5000))
+        _source(tmp_path, extended_hours=True).fetch(request, Span(None, end, limit=5000))
 
 
 def test_one_sided_quotes_are_refused_for_mid_not_taken_from_one_side(run, tmp_path):
@@ -424,7 +434,7 @@ def test_symbol_rule(instrument_id, expected):
 def test_symbols_table_overrides_the_rule(lean, tmp_path):
     shutil.copytree(lean / "equity", tmp_path / "equity")
     src = _source(tmp_path, symbols={"SPDR.XYZ": "equity/usa/spy"})
-    assert _fetch(src, "SPDR.XYZ-1-MINUTE-LAST-EXTERNAL").table.num_rows == 828
+    assert _fetch(src, "SPDR.XYZ-1-MINUTE-LAST-EXTERNAL").table.num_rows == 390
     (problem,) = _source(tmp_path).check([_request("SPDR.XYZ-1-MINUTE-LAST-EXTERNAL")])
     assert problem.startswith("symbols: cannot tell where SPDR.XYZ is")
 

@@ -22,6 +22,10 @@ class LeanSourceConfig(SourceConfig, frozen=True, kw_only=True):
         ``{"SPY.ARCA" = "equity/usa/spy"}``. Instruments not listed follow the documented
         rule (``SPY.ARCA`` -> ``equity/usa/spy``, ``EUR/USD.OANDA`` -> ``forex/oanda/eurusd``,
         ``BTC/USD.COINBASE`` -> ``crypto/coinbase/btcusd``).
+    extended_hours : bool, default False
+        Keep US equity second and minute bars outside the regular session (09:30 to 16:00
+        New York), as LEAN's ``extendedMarketHours``; by default they are left out, as LEAN
+        leaves them out.
     timezones : dict[str, str], optional
         The data time zone of a market the plugin does not ship, or a correction:
         ``{"forex/fxcm" = "Etc/GMT+5"}`` (IANA names; LEAN's market-hours database has them
@@ -31,6 +35,7 @@ class LeanSourceConfig(SourceConfig, frozen=True, kw_only=True):
 
     path: str
     symbols: dict[str, str] | None = None
+    extended_hours: bool = False
     timezones: dict[str, str] | None = None
 
     def __post_init__(self) -> None:

@@ -16,6 +16,11 @@ DATA_TIME_ZONES = {
     "crypto/coinbase": "UTC",
 }
 
+# Regular sessions, in ms since local midnight: the "market" segment of the same database's
+# "Equity-usa-[*]" entry (09:30:00 to 16:00:00, Monday to Friday). LEAN subscriptions leave
+# the "premarket"/"postmarket" segments out unless `extendedMarketHours` is set.
+REGULAR_HOURS = {"equity/usa": (34_200_000, 57_600_000)}
+
 # The rule from a NautilusTrader venue to LEAN's security type and market folder. OANDA
 # serves forex and CFDs under the same venue: the files decide (see `lean_candidates`).
 US_EQUITY_VENUES = frozenset(

@@ -26,6 +26,7 @@ from nautilus_backfill.plugins.lean.markets import (
     CRYPTO_VENUES,
     DATA_TIME_ZONES,
     OANDA_VENUES,
+    REGULAR_HOURS,
     RESOLUTIONS,
     US_EQUITY_VENUES,
 )
@@ -89,6 +90,7 @@ class LeanFiles:
     tick: str
     tz: str
     side: str
+    session: tuple[int, int] | None = None
 
     @property
     def daily_files(self) -> bool:
@@ -333,8 +335,17 @@ class LeanBarSource(BarSource):
                 f'timezones = {{"{market}" = "<IANA zone>"}} from the dataTimeZone of its entry '
                 "in LEAN's market-hours database",
             )
+        session = None if self.config.extended_hours else REGULAR_HOURS.get(market)
         return LeanFiles(
-            root, files.security, files.market, files.ticker, files.resolution, tick, tz, side
+            root,
+            files.security,
+            files.market,
+            files.ticker,
+            files.resolution,
+            tick,
+            tz,
+            side,
+            session,
         )
 
     def _wanted_days(
@@ -484,9 +495,21 @@ def read_lean_days(files: LeanFiles, batch: list[tuple[date, Path]], notes: list
     names = [str(p.relative_to(files.root)) for p in paths]
     file_index = pa.array(np.repeat(np.arange(len(batch), dtype=np.int32), counts))
     out = _bars(files, ts, table, notes)
-    return out.append_column(
+    out = out.append_column(
         "_row", pa.array(np.concatenate(rows) if rows else [], pa.int64())
     ).append_column("_file", pa.DictionaryArray.from_arrays(file_index, pa.array(names)))
+    if files.session is not None:
+        opens, closes = files.session
+        regular = pc.and_(pc.greater_equal(ms, opens), pc.less(ms, closes))
+        keep = pc.fill_null(regular, True)  # unparsed rows stay, to be counted
+        left = len(keep) - int(pc.sum(keep).as_py() or 0)
+        if left:
+            out = out.filter(keep)
+            notes.append(
+                f"{left} extended-hours bar(s) outside the regular session left out, as LEAN "
+                "does by default (extended_hours = true keeps them)"
+            )
+    return out
 
 
 def read_lean_file(files: LeanFiles, path: Path, notes: list[str]) -> pa.Table:
