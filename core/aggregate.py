@@ -153,12 +153,14 @@ class AggregationOptions(NautilusConfig, frozen=True, kw_only=True):
 
 def from_data_engine_config(config: Any) -> AggregationOptions:
     """
-    Read the time bar keys of a node's ``DataEngineConfig``.
+    Read the time bar keys of a ``DataEngineConfig``, or of a running ``DataEngine``.
 
     Parameters
     ----------
-    config : DataEngineConfig
-        The node's data engine config (``TradingNodeConfig.data_engine``).
+    config : DataEngineConfig | DataEngine
+        The node's data engine config (``TradingNodeConfig.data_engine``), or its data engine
+        (``node.kernel.data_engine``), whose read-only ``_time_bars_*`` attributes are the
+        settings its aggregators are built with.
 
     Returns
     -------
@@ -171,9 +173,14 @@ def from_data_engine_config(config: Any) -> AggregationOptions:
         bars use and `aggregate` does not build.
 
     """
+    prefix = "" if hasattr(config, "time_bars_interval_type") else "_"
+
+    def key(name: str) -> Any:
+        return getattr(config, prefix + name)
+
     offsets: dict[str, str | int] = {}
-    for key, value in (getattr(config, "time_bars_origin_offset", None) or {}).items():
-        name = key if isinstance(key, str) else bar_aggregation_to_str(BarAggregation(key))
+    for agg, value in (key("time_bars_origin_offset") or {}).items():
+        name = agg if isinstance(agg, str) else bar_aggregation_to_str(BarAggregation(agg))
         if isinstance(value, pd.DateOffset):
             raise ConfigError(
                 f"data_engine.time_bars_origin_offset.{name}: a calendar offset ({value}) is not "
@@ -181,13 +188,30 @@ def from_data_engine_config(config: Any) -> AggregationOptions:
             )
         offsets[name] = int(pd.Timedelta(value).value)
     return AggregationOptions(
-        time_bars_interval_type=config.time_bars_interval_type,
-        time_bars_timestamp_on_close=config.time_bars_timestamp_on_close,
-        time_bars_skip_first_non_full_bar=config.time_bars_skip_first_non_full_bar,
-        time_bars_build_with_no_updates=config.time_bars_build_with_no_updates,
+        time_bars_interval_type=key("time_bars_interval_type"),
+        time_bars_timestamp_on_close=bool(key("time_bars_timestamp_on_close")),
+        time_bars_skip_first_non_full_bar=bool(key("time_bars_skip_first_non_full_bar")),
+        time_bars_build_with_no_updates=bool(key("time_bars_build_with_no_updates")),
         time_bars_origin_offset=offsets,
-        time_bars_build_delay=getattr(config, "time_bars_build_delay", 0),
+        time_bars_build_delay=int(key("time_bars_build_delay")),
     )
+
+
+def options_of(node: Any) -> AggregationOptions:
+    """
+    Return the time bar settings a built ``TradingNode``'s aggregators use.
+
+    Parameters
+    ----------
+    node : TradingNode
+        A built node.
+
+    Returns
+    -------
+    AggregationOptions
+
+    """
+    return from_data_engine_config(node.kernel.data_engine)
 
 
 @dataclass
