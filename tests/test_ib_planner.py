@@ -184,7 +184,7 @@ def test_plan_says_the_requests_and_the_least_time_without_connecting():
     )
     lines = source.plan(year)
     assert lines[0] == (
-        "ib: 1 year of 5-second AAPL bars: 8,760 requests of up to 3600 S "
+        "1 year of 5-second AAPL bars: 8,760 requests of up to 3600 S "
         "(5 secs, TRADES), at least 24 h 10 min under IB's pacing"
     )
     assert "endDateTime 20260101-00:00:00 UTC, durationStr 3600 S" in lines[1]
@@ -192,7 +192,7 @@ def test_plan_says_the_requests_and_the_least_time_without_connecting():
     count = bid_ask.plan(_request(bar_type="EUR/USD.IDEALPRO-5-SECOND-MID-EXTERNAL", bars=100_000))
     # BID_ASK counts twice: 139 requests weigh 278 against 60 per 10 minutes.
     assert count[0] == (
-        "ib: 100,000 5-second EUR/USD bars (5 days 18 h back to back): at least "
+        "100,000 5-second EUR/USD bars (5 days 18 h back to back): at least "
         "139 requests of up to 3600 S (5 secs, BID_ASK), at least 40 min under "
         "IB's pacing"
     )

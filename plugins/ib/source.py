@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import calendar
+import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -53,8 +54,10 @@ class IBBarSource(BarSource):
     """
     Bars from TWS / IB Gateway, on a connection of the source's own.
 
-    One connection serves every request of a backfill; requests for different instruments run
-    concurrently (the orchestrator runs requests in parallel), all under one pacing limiter.
+    One connection serves every request of a backfill. Spans run concurrently (the host runs
+    up to `max_parallel` at once) and so do the chunks of one span, all under one pacing
+    limiter that keeps at most ``max_in_flight`` requests open; each contract is looked up
+    once per run.
 
     Parameters
     ----------
@@ -67,6 +70,9 @@ class IBBarSource(BarSource):
 
     config_type: ClassVar[type] = IBSourceConfig
     remote: ClassVar[bool] = True
+    # Spans the host may fetch at once: IB's 50 open historical requests. The limiter, shared
+    # by every span, holds each request to ``max_in_flight`` and to the pacing rules.
+    max_parallel: ClassVar[int] = 50
 
     def __init__(self, config: IBSourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
@@ -183,12 +189,12 @@ class IBBarSource(BarSource):
         step_s = request.step_ns // NS
         refused = self._refusal(request)
         if refused is not None:
-            return [f"{self.config.name}: refused ({refused[0]}): {refused[1]}"]
+            return [f"refused ({refused[0]}): {refused[1]}"]
         what = self._what(request)
-        lines = [f"{self.config.name}: {self._estimate_line(request, None, what, '')}"]
+        lines = [self._estimate_line(request, None, what, "")]
         if request.count is not None:
             lines.append(
-                f"{self.config.name}: count mode: more requests (up to "
+                f"count mode: more requests (up to "
                 f"{COUNT_EXTRA_CHUNKS} more, one at a time) when nights, weekends or holidays "
                 "leave the first ones short"
             )
@@ -196,11 +202,11 @@ class IBBarSource(BarSource):
             first = next(iter_plan(request.start_ns // NS, request.end_ns // NS, step_s), None)
             if first is not None:
                 lines.append(
-                    f"{self.config.name}: newest first, starting with endDateTime "
+                    f"newest first, starting with endDateTime "
                     f"{first.end_date_time} UTC, durationStr {first.duration}"
                 )
         lines.append(
-            f"{self.config.name}: up to {self.config.max_in_flight} requests open at once; "
+            f"up to {self.config.max_in_flight} requests open at once; "
             "contract details asked once per contract"
         )
         return lines
@@ -291,6 +297,7 @@ class IBBarSource(BarSource):
         contract, instrument, magnifier = self._resolve(conn, request, deadline)
         what = self._what_to_show(request, contract)
         download = _Download(self, conn, contract, bar_size, what, step_s, deadline)
+        download.progress = span.progress
         failure: SourceError | None = None
         try:
             if span.start is not None:
@@ -328,49 +335,6 @@ class IBBarSource(BarSource):
             notes=notes,
             failure=failure,
         )
-
-    def fetch_many(self, items: list[tuple[BarRequest, Span]]) -> list[SourceResult | SourceError]:
-        """
-        Fetch several spans at once, up to ``max_in_flight`` IB requests open together.
-
-        Each span runs as `fetch` does, in a thread of its own; the pacing limiter they share
-        decides when each request goes out. Contract details are asked once per contract.
-
-        Parameters
-        ----------
-        items : list[tuple[BarRequest, Span]]
-            The requests and spans.
-
-        Returns
-        -------
-        list[SourceResult | SourceError]
-            In the order of `items`: the result, or the error that ended that span.
-
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        def one(item: tuple[BarRequest, Span]) -> SourceResult | SourceError:
-            try:
-                return self.fetch(*item)
-            except SourceError as e:
-                return e
-
-        if not items:
-            return []
-        with ThreadPoolExecutor(min(len(items), self.parallel), "ib-fetch") as pool:
-            return list(pool.map(one, items))
-
-    @property
-    def parallel(self) -> int:
-        """
-        Return how many spans this source can usefully fetch at once (``max_in_flight``).
-
-        Returns
-        -------
-        int
-
-        """
-        return self.config.max_in_flight
 
     def _deadline(self, span: Span) -> float:
         # A little inside the orchestrator's timeout, so the report gets IB's own reason, and
@@ -666,6 +630,7 @@ class _Download:
         self.bar_size, self.what, self.step_s, self.deadline = bar_size, what, step_s, deadline
         self.daily, self.weekly = step_s >= DAY, step_s == 7 * DAY
         self._rows: list[list[tuple]] = []
+        self.progress: Callable[[int], None] | None = None
         self.asked = 0
         self.answered = 0
 
@@ -727,11 +692,21 @@ class _Download:
         except BaseException:
             release()
             raise
-        future.add_done_callback(lambda _: release())
+        future.add_done_callback(lambda f: self._answered(f, release))
         self.asked += 1
         self.source.requests_sent += 1
         self._rows.append([])
         return len(self._rows) - 1, req_id, future, release
+
+    def _answered(self, future: Future, release: _Release) -> None:
+        release()
+        if future.exception() is None:
+            self._progress(len(future.result()))
+
+    def _progress(self, rows: int) -> None:
+        if self.progress is not None:
+            with contextlib.suppress(Exception):  # a display must never fail the download
+                self.progress(rows)
 
     def _collect(
         self, chunks: list[Chunk], sent: list[tuple[int, int, Future, _Release]]
@@ -762,6 +737,8 @@ class _Download:
             else:
                 self.answered += 1
             self._rows[slot] = [_row(b, self.daily, self.weekly) for b in bars]
+            if bars and not (future.done() and future.exception() is None):
+                self._progress(len(bars))  # a partial answer: counted here, not on arrival
         if late and failure is None:
             name = self.contract.localSymbol or self.contract.symbol
             failure = SourceError(
