@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ import numpy as np
 import portion as P
 import pyarrow.compute as pc
 from nautilus_backfill.answer import conform
+from nautilus_backfill.bararrays import BarArrays
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
 from nautilus_backfill.errors import InsufficientHistoryError, SourceError
@@ -80,6 +82,8 @@ class _Work:
     layered: Layered = field(default_factory=Layered)
     precision: _Precision = field(default_factory=_Precision)
     instruments: list[Any] = field(default_factory=list)
+    # Answers of one request can arrive from several threads (spans, partial pieces).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> BarRequest:
@@ -291,7 +295,7 @@ class Backfill:
             # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
             # asked only for what the sources before it left missing.
             for i, source in enumerate(sources):
-                self._stage(i, source, source_errors[i], work, deadline_at, on_progress)
+                self._stage(i, source, source_errors[i], work, deadline_at, on_progress, store)
 
             def finish(w: _Work) -> None:
                 if store is not None:
@@ -400,6 +404,7 @@ class Backfill:
         work: list[_Work],
         deadline_at: float,
         on_progress: Callable[[Progress], None] | None = None,
+        store: StoreSource | None = None,
     ) -> None:
         src_cfg = self._source_configs()[index]
         calls: list[tuple[_Work, Span]] = []
@@ -416,14 +421,15 @@ class Backfill:
             return
         tracker = ProgressTracker(src_cfg.name, len(calls), on_progress)
         for (w, span), (outcome, elapsed) in zip(
-            calls, self._ask(source, src_cfg, calls, deadline_at, tracker), strict=True
+            calls, self._ask(source, src_cfg, calls, deadline_at, tracker, store), strict=True
         ):
             attempt = w.report.sources[index]
             attempt.elapsed_s += elapsed
             if not (isinstance(outcome, SourceError) and outcome.status == "not_asked"):
                 attempt.calls += 1
             # Every answer is taken, also after another span failed: its rows are counted.
-            self._take(w, index, src_cfg, source, span, outcome)
+            with w.lock:
+                self._take(w, index, src_cfg, source, span, outcome)
         for w, _ in calls:
             attempt = w.report.sources[index]
             if attempt.status == "not_needed":
@@ -436,6 +442,7 @@ class Backfill:
         calls: list[tuple[_Work, Span]],
         deadline_at: float,
         tracker: ProgressTracker,
+        store: StoreSource | None,
     ) -> list[tuple[Any, float]]:
         # Each call runs under its own timeout, `max_parallel` at a time; a call the deadline
         # leaves no time for is not made.
@@ -452,7 +459,16 @@ class Backfill:
                 reported[0] += n
                 tracker.rows(n)
 
-            span = replace(span, deadline=time.monotonic() + timeout, progress=rows)
+            open_ = [True]
+
+            def partial(result: SourceResult, start: int, end: int) -> None:
+                with w.lock:
+                    if open_[0]:  # a call abandoned at its timeout hands over nothing more
+                        self._piece(w, src_cfg, source, result, (start, end), store, deadline_at)
+
+            span = replace(
+                span, deadline=time.monotonic() + timeout, progress=rows, partial=partial
+            )
             started = time.monotonic()
             try:
                 raw: Any = call_with_timeout(
@@ -460,6 +476,8 @@ class Backfill:
                 )
             except Exception as e:
                 raw = e
+            with w.lock:
+                open_[0] = False
             tracker.rows(_rows_of(raw) - reported[0])
             tracker.call_done()
             return raw, time.monotonic() - started
@@ -475,6 +493,39 @@ class Backfill:
             return [one(c) for c in calls]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=src_cfg.name) as pool:
             return list(pool.map(one, calls))
+
+    def _piece(
+        self,
+        w: _Work,
+        src_cfg: SourceConfig,
+        source: BarSource,
+        result: Any,
+        interval: tuple[int, int],
+        store: StoreSource | None,
+        deadline_at: float,
+    ) -> None:
+        # A piece a source handed over before its call returned: merged now, and written
+        # through now, so a kill or the deadline cannot cost it.
+        index = self._source_configs().index(src_cfg)
+        attempt = w.report.sources[index]
+        answer = conform(result)
+        if answer.result is None:
+            attempt.received += answer.rows
+            w.report.dropped["bad_answer"] += answer.rows
+            attempt.notes.append(f"a partial answer was refused: {answer.error}")
+            return
+        piece = Span(int(interval[0]), int(interval[1]))
+        w.instruments.extend(answer.result.instruments)
+        attempt.notes.extend(answer.result.notes)
+        self._accept(w, src_cfg, index, piece, answer.result)
+        if store is None or not self._writes_back(src_cfg, source):
+            return
+        answered = _answered(piece, answer.result, w.req.step_ns)
+        w.layered.answered |= answered
+        bars, origin = w.layered.bars, w.layered.origin
+        mine = (bars.ts_open >= piece.start) & (bars.ts_open + w.req.step_ns <= piece.end)
+        mine &= (origin == index) & (bars.ts_open + w.req.step_ns <= now_ns())
+        self._store_write(w, store, deadline_at, bars.take(np.flatnonzero(mine)), answered)
 
     def _ask_batch(
         self,
@@ -628,19 +679,9 @@ class Backfill:
             return
         if not len(keep) and layered.answered.empty:
             return
-        bars = layered.bars.take(keep)
-        # Another node writing the same bar type must not hold this start past its deadline.
-        store.store.lock_wait_s = max(0.0, deadline_at - time.monotonic() - 1.0)
+        if not self._store_write(w, store, deadline_at, layered.bars.take(keep), layered.answered):
+            return
         try:
-            report.stored = store.store.write(
-                str(req.bar_type),
-                req.step_ns,
-                bars.ts_open,
-                bars.values(),
-                precision.price,
-                precision.size,
-                layered.answered,
-            )
             if self.config.keep is not None:
                 cutoff = now_ns() - int(parse_duration(self.config.keep) * 1e9)
                 store.store.trim(str(req.bar_type), req.step_ns, cutoff)
@@ -649,6 +690,34 @@ class Backfill:
             )
         except Exception as e:  # a store that cannot be written must not cost the warm start
             report.examples.append(f"store: not written: {type(e).__name__}: {e}")
+
+    def _store_write(
+        self,
+        w: _Work,
+        store: StoreSource,
+        deadline_at: float,
+        bars: BarArrays,
+        answered: P.Interval,
+    ) -> bool:
+        precision = w.precision
+        if precision.price is None or precision.size is None:
+            return False
+        # Another node writing the same bar type must not hold this start past its deadline.
+        store.store.lock_wait_s = max(0.0, deadline_at - time.monotonic() - 1.0)
+        try:
+            w.report.stored += store.store.write(
+                str(w.req.bar_type),
+                w.req.step_ns,
+                bars.ts_open,
+                bars.values(),
+                precision.price,
+                precision.size,
+                answered,
+            )
+        except Exception as e:  # a store that cannot be written must not cost the warm start
+            w.report.examples.append(f"store: not written: {type(e).__name__}: {e}")
+            return False
+        return True
 
     def _finish(self, w: _Work, cache: Any) -> list[Bar]:
         req, cfg, layered, precision, report = w.req, w.cfg, w.layered, w.precision, w.report

@@ -84,6 +84,12 @@ class Span:
     progress : Callable[[int], None] | None
         For long downloads: call it with the number of rows received since the last call,
         so progress displays move before `fetch` returns. Optional to call; thread-safe.
+    partial : Callable[[SourceResult, int, int], None] | None
+        For long downloads: hand over a finished piece early, with the interval
+        ``[start, end)`` of bar opens it answers for (bars or none). The host validates and
+        merges it at once and, with a ``store``, writes it through, so a run killed or cut by
+        its deadline keeps it and the next run asks only for the rest. Do not return those
+        rows again from `fetch`. Optional to call.
 
     """
 
@@ -92,6 +98,7 @@ class Span:
     limit: int | None = None
     deadline: float | None = None
     progress: Callable[[int], None] | None = None
+    partial: Callable[[SourceResult, int, int], None] | None = None
 
 
 @dataclass
