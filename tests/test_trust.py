@@ -254,3 +254,14 @@ def test_check_asks_every_source_and_a_faulty_check_names_its_plugin(tmp_path):
         f"backfill.sources[0].path: no file for {BAR}",
         "backfill.sources[1]: plugin 'crashy' check failed: KeyError: 'oops'",
     ]
+
+
+def test_the_node_log_warning_for_a_stale_request_says_why_and_how_to_fix(registry, tmp_path):
+    from nautilus_backfill.report import shortfall
+
+    old = _csv(tmp_path / "old.csv", 1_330_000_000 * 10**9 // MIN * MIN, 20)
+    r = _fetch(registry, [{"bar_type": BAR, "bars": 20, "price_precision": 5, "size_precision": 0}],
+               [{"name": "file", "plugin": "csv", "path": old}]).report.requests[0]
+    line = shortfall(r)
+    assert line.startswith(f"{BAR} is STALE: newest bar closed 2012-02-23T")
+    assert "check the sources are current, or raise backfill.max_age" in line
