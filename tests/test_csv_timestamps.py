@@ -225,3 +225,37 @@ def test_epoch_past_int64_is_a_drop_not_a_rejected_file(tmp_path, run):
     p = _write(tmp_path, "99999999999999999999,1,2,0.5,1.5,1\n1704067200,1,2,0.5,1.5,1\n")
     report = run([_req()], _src(p, timestamp_format="epoch_s")).report.requests[0]
     assert report.injected == 1 and report.dropped == {"bad_timestamp": 1}
+
+
+def test_metatrader_export_split_date_time_headerless(tmp_path, run):
+    # MetaTrader 4 "Export" of history: no header; YYYY.MM.DD,HH:MM,O,H,L,C,V.
+    rows = [
+        "2021.01.04,09:30,1.22450,1.22480,1.22440,1.22470,120",
+        "2021.01.04,09:31,1.22470,1.22490,1.22460,1.22460,95",
+    ]
+    p = _write(tmp_path, "\n".join(rows) + "\n", "EURUSD1.csv")
+    columns = {"date": 0, "time": 1, "open": 2, "high": 3, "low": 4, "close": 5, "volume": 6}
+    (bars,) = run([_req()], _src(p, columns=columns)).bars.values()
+    for bar, row in zip(bars, csv.reader(rows), strict=True):
+        assert (
+            bar.ts_event
+            == int(
+                datetime.strptime(f"{row[0]} {row[1]}", "%Y.%m.%d %H:%M")
+                .replace(tzinfo=UTC)
+                .timestamp()
+            )
+            * 10**9
+        )
+        assert [str(bar.open), str(bar.close), str(int(bar.volume))] == [row[2], row[5], row[6]]
+
+
+def test_ninjatrader_export_is_iso_basic_format(tmp_path, run):
+    # NinjaTrader's "yyyyMMdd HHmmss;O;H;L;C;V" is ISO 8601's basic format: one meaning.
+    p = _write(
+        tmp_path,
+        "20210104 093000;1.2245;1.2248;1.2244;1.2247;120\n20210104 093100;1.2247;1.2249;1.2246;1.2246;95\n",
+    )
+    want = [_ns("2021-01-04T09:30:00"), _ns("2021-01-04T09:31:00")]
+    for fmt in ("auto", "%Y%m%d %H%M%S"):
+        (bars,) = run([_req()], _src(p, timestamp_format=fmt)).bars.values()
+        assert [b.ts_event for b in bars] == want
