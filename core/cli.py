@@ -271,7 +271,7 @@ def _open_store(url: str, opts: dict[str, Any]) -> Any:
     try:
         return BarStore(url, opts)
     except Exception as e:  # an unknown protocol, a missing extra, bad options
-        _store_fail(redact(f"{url}: cannot open the store: {_describe(e)}", opts))
+        _store_fail(redact(f"{url}: cannot open the store: {_describe(e)}", opts, url))
 
 
 def _describe(e: BaseException) -> str:
@@ -363,8 +363,8 @@ def store_verify(
     url, opts = _store_args(url, options, config)
     bs = _open_store(url, opts)
     try:
-        problems = bs.verify(repair=repair)
         files = sum(len(bs.files(name, live_only=False)) for name in bs.bar_types())
+        problems = bs.verify(repair=repair)
     except Exception as e:  # unreachable, no permission, no credentials: a message, no trace
         _store_fail(bs.redacted(f"{url}: cannot read the store: {_describe(e)}"))
     for n in bs.take_notes():

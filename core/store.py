@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 import fsspec
 import numpy as np
@@ -68,12 +68,14 @@ QUARANTINE = "_quarantine"
 # A short read (the usual few hundred bars) decodes one small row group, not the whole file;
 # 1M-bar reads lose little to the extra groups (measured: 200 bars in 11 ms, not 50-100 ms).
 ROWS_PER_GROUP = 20_000
-# New bars join a neighbouring file this small instead of starting one more file, so restarts
-# that each add a few tail bars do not fragment the store (each costs a rewrite of at most this).
+# New bars join a neighbouring file of at most JOIN_ROWS bars instead of starting one more
+# file, so restarts that each add a few tail bars do not add a file each (a tail write costs a
+# copy of at most that many bars). Past COMPACT_AT files, a write joins runs of neighbouring
+# files of up to SMALL_ROWS bars each into one: a store that has seen a year of restarts (or
+# was written by a version before this) keeps a handful of files.
+JOIN_ROWS = 5_000
 SMALL_ROWS = 100_000
-# Past this many files (a store written by an older version), a write compacts runs of small
-# neighbouring files into files of up to SMALL_ROWS bars.
-COMPACT_AT = 32
+COMPACT_AT = 16
 # How long a reader waits for the lock to repair what a crash left; it reads right without.
 REPAIR_WAIT_S = 0.5
 MAX_NS = 2**63 - 1  # the last instant pandas, numpy and the int64 views here hold
@@ -91,7 +93,7 @@ def _crash_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def redact(url: str, options: dict[str, Any] | None = None) -> str:
+def redact(url: str, options: dict[str, Any] | None = None, known: str | None = None) -> str:
     """
     Return `url` (or any text naming it) with credentials replaced by ``***``.
 
@@ -102,29 +104,25 @@ def redact(url: str, options: dict[str, Any] | None = None) -> str:
     options : dict, optional
         The store options: the values of secret-looking keys (``key``, ``secret``, ``token``,
         ``password``, ...) are replaced wherever they appear.
+    known : str, optional
+        The store URL when `url` is a message: its credentials are replaced wherever they
+        appear, also where a library repeats them without the URL around them.
 
     Returns
     -------
     str
 
     """
-    out = re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", url)
-
-    def query(m: re.Match[str]) -> str:
-        try:
-            parts = urlsplit(m.group(0))
-            pairs = [
-                (k, "***" if _SECRET_KEYS.search(k) else v)
-                for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            ]
-            return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
-        except ValueError:
-            return m.group(0)
-
-    out = re.sub(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S*\?\S*", query, out)
-    for value in _secret_values(options or {}):
+    secrets = _secret_values(options or {})
+    for text in (url, known or ""):
+        for user in re.findall(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s]+)@", text):
+            secrets += [user, *user.split(":")]
+        for query in re.findall(r"\?(\S*)", text):
+            secrets += [v for k, v in parse_qsl(query) if _SECRET_KEYS.search(k)]
+    out = url
+    for value in sorted({v for v in secrets if len(v) >= 3}, key=len, reverse=True):
         out = out.replace(value, "***")
-    return out
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\1***@", out)
 
 
 def _secret_values(options: dict[str, Any]) -> list[str]:
@@ -204,7 +202,13 @@ class BarStore:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(storage_options or {})
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        # s3://KEY:SECRET@bucket/...: fsspec would take "KEY:SECRET@bucket" for the bucket.
+        inline = re.match(r"^(s3a?)://([^/@:]+):([^/@]+)@(.*)$", url)
+        if inline:
+            self.options.setdefault("key", inline[2])
+            self.options.setdefault("secret", inline[3])
+            url = f"{inline[1]}://{inline[4]}"
+        self.fs, self.root = fsspec.core.url_to_fs(url, **self.options)
         self.root = self.root.rstrip("/") or self.root
         self.local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
@@ -214,7 +218,7 @@ class BarStore:
 
     def redacted(self, text: str | None = None) -> str:
         """Return `text` (default: the store's URL) with this store's credentials hidden."""
-        return redact(self.url if text is None else text, self.options)
+        return redact(self.url if text is None else text, self.options, self.url)
 
     def take_notes(self) -> list[str]:
         """Return the notes gathered since the last call, and forget them."""
@@ -619,7 +623,6 @@ class BarStore:
             try:
                 table = self._read_table(f.path)
                 check_bar_schema(table.schema, f.path)
-                _values(table)
             except Exception:
                 bad.append((f.path, self._file_problem(f.path, full=True) or "unreadable"))
                 continue
@@ -648,19 +651,28 @@ class BarStore:
         before = [f for f in live if f.last < first]
         after = [f for f in live if f.first > last]
         for near in (before[-1:], after[:1]):
-            if near and self._rows(near[0]) + len(ts_init) <= SMALL_ROWS:
+            if near and self._rows(near[0]) <= JOIN_ROWS:
                 touched += near
         touched, tables = self._load(bar_type, sorted(touched, key=lambda f: f.first))
         old_ts = np.empty(0, np.int64)
-        old_vals = np.empty((0, 5))
         if touched:
             old_ts = np.concatenate(
                 [t.column("ts_init").to_numpy().astype(np.int64) for t in tables]
             )
-            old_vals = np.concatenate([_values(t) for t in tables])
         fresh = ~np.isin(ts_init, old_ts)
         if not fresh.any():
             return 0
+        new = _bar_table(
+            bar_type, step_ns, ts_init[fresh], values[fresh], price_precision, size_precision
+        )
+        if all(t.schema.equals(new.schema, check_metadata=True) for t in tables):
+            # Same layout and precisions: the stored rows are copied as they are, not decoded
+            # and encoded again (a tail write costs its own bars plus one copy of the file).
+            joined = pa.concat_tables([*tables, new])
+            order = np.argsort(joined.column("ts_init").to_numpy(), kind="stable")
+            self._replace(bar_type, touched, joined.take(pa.array(order)), "merge")
+            return int(fresh.sum())
+        old_vals = np.concatenate([_values(t) for t in tables]) if tables else np.empty((0, 5))
         all_ts = np.concatenate([old_ts, ts_init[fresh]])
         all_vals = np.concatenate([old_vals, values[fresh]])
         order = np.argsort(all_ts, kind="stable")
@@ -954,6 +966,9 @@ class BarStore:
                     self._note(f"{path}: quarantined earlier (not read; delete it when seen)")
             if repair:
                 self.heal(name, bad, wait_s=self.lock_wait_s or 5.0)
+                if meta_problem:  # what the next write would do: start the record afresh
+                    with store_lock(self.fs, folder, self.local, self.lock_wait_s or 5.0):
+                        self._save_answered(folder, name, P.empty(), 0, None)
         return [self.redacted(p) for p in problems]
 
 

@@ -205,3 +205,34 @@ def test_the_s3_lock_admits_one_writer_at_a_time(s3):
         t.join(60)
     assert errors == [] and most[0] == 1
     assert not fs.exists(f"{folder}/.lock")
+
+
+def test_store_cli_reads_s3_with_options_or_a_config_and_never_prints_the_secret(s3, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import storework
+    from nautilus_backfill.store import BarStore
+
+    fs, opts = s3
+    url = "s3://backfill/cli"
+    ts, values = storework.bars(0, 30)
+    BarStore(url, opts).write(storework.BAR_TYPE, storework.STEP, ts, values, 5, 0, P.empty())
+    cli = [sys.executable, "-m", "nautilus_backfill.cli", "store"]
+    endpoint = f"endpoint_url={opts['endpoint_url']}"
+    by_option = subprocess.run([*cli, "info", url, "--json", "--option", endpoint, "--option", "key=testing",
+                                "--option", "secret=testing"], capture_output=True, text=True, timeout=120)
+    assert by_option.returncode == 0, by_option.stderr
+    assert json.loads(by_option.stdout)[0]["bars"] == 30
+    # Credentials inside the URL are used, and not printed.
+    inline = subprocess.run([*cli, "verify", "s3://testing:testing@backfill/cli", "--option", endpoint],
+                            capture_output=True, text=True, timeout=120)
+    assert inline.returncode == 0 and "testing" not in inline.stdout + inline.stderr, inline.stdout
+    assert "s3://***@backfill/cli: 1 file(s) checked, 0 problem(s)" in inline.stdout
+    config = tmp_path / "backfill.toml"
+    config.write_text(f'[backfill]\nstore = "{url}"\n[backfill.store_options]\n'
+                      f'endpoint_url = "{opts["endpoint_url"]}"\nkey = "testing"\nsecret = "testing"\n')
+    by_config = subprocess.run([*cli, "verify", "--config", str(config)], capture_output=True, text=True,
+                               timeout=120)
+    assert by_config.returncode == 0, by_config.stdout + by_config.stderr
