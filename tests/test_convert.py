@@ -23,7 +23,7 @@ def _series(n: int, precision: int, size_precision: int, seed: int, scale: float
     c = np.round(mid - rng.choice([-1, 1], n) * spread / 2, precision)
     h = np.round(np.maximum(o, c) + spread, precision)
     low = np.round(np.minimum(o, c) - spread, precision)
-    v = np.round(rng.random(n) * 10.0**rng.integers(0, 9, n), size_precision)
+    v = np.round(rng.random(n) * 10.0 ** rng.integers(0, 9, n), size_precision)
     ts = T0 + MINUTE * np.arange(n, dtype=np.int64)
     return BarArrays(ts, o, h, low, c, v)
 
@@ -54,7 +54,9 @@ def test_capsule_path_equals_reference_at_every_precision(precision):
     bars = _series(3000 + precision, precision, precision % 4, seed=precision, scale=scale)
     values = [bars.open, bars.high, bars.low, bars.close, bars.volume]
     ts_init = (bars.ts_open + MINUTE).view(np.uint64)
-    got = cvec.pack_bars(bar_type, precision, precision % 4, values, bars.ts_open.view(np.uint64), ts_init)
+    got = cvec.pack_bars(
+        bar_type, precision, precision % 4, values, bars.ts_open.view(np.uint64), ts_init
+    )
     assert got is not None, "the layout probe failed on this build"
     _assert_same(got, _reference(bars, bar_type, precision, precision % 4, "open"))
 
@@ -115,7 +117,9 @@ def test_a_layout_the_probe_cannot_read_falls_back(monkeypatch):
         values = [bars.open, bars.high, bars.low, bars.close, bars.volume]
         ts = bars.ts_open.view(np.uint64)
         assert cvec.pack_bars(bar_type, 5, 0, values, ts, ts + np.uint64(MINUTE)) is None
-        _assert_same(convert.to_bars(bars, bar_type, MINUTE, 5, 0), _reference(bars, bar_type, 5, 0, "open"))
+        _assert_same(
+            convert.to_bars(bars, bar_type, MINUTE, 5, 0), _reference(bars, bar_type, 5, 0, "open")
+        )
     finally:
         cvec._layout.cache_clear()
 
@@ -127,7 +131,9 @@ def test_a_layout_that_packs_wrong_values_is_refused(monkeypatch):
     def swapped(*args):
         layout = real(*args)
         o, h, low, c, v = layout.fields
-        return cvec._Layout(layout.template, layout.width, (c, h, low, o, v), layout.ts_event, layout.ts_init)
+        return cvec._Layout(
+            layout.template, layout.width, (c, h, low, o, v), layout.ts_event, layout.ts_init
+        )
 
     monkeypatch.setattr(cvec, "_measure", swapped)
     cvec._layout.cache_clear()
@@ -152,7 +158,13 @@ def test_a_large_catalog_read_gives_exactly_nautilus_own_bars(tmp_path, run):
     expected = catalog.bars(bar_types=[str(bar_type)])
     end = int(bars.ts_open[-1]) + MINUTE
     result = run(
-        [{"bar_type": str(bar_type), "bars": 30_000, "end": pd.Timestamp(end, tz="UTC").isoformat()}],
+        [
+            {
+                "bar_type": str(bar_type),
+                "bars": 30_000,
+                "end": pd.Timestamp(end, tz="UTC").isoformat(),
+            }
+        ],
         [{"name": "catalog", "plugin": "parquet", "path": str(tmp_path / "catalog")}],
     )
     (got,) = result.bars.values()
