@@ -336,6 +336,39 @@ def source_bars_needed(count: int, target_step_ns: int, source_step_ns: int) -> 
     return (count + 1) * ratio + ratio - 1
 
 
+def live_delay_note(options: AggregationOptions, bar_type: BarType) -> str | None:
+    """
+    Return a warning for a live node whose composite bars will not match the backfilled ones.
+
+    With ``time_bars_build_delay = 0`` a live ``TimeBarAggregator``'s timer fires at the bar
+    close, before the source bar that closes with it can arrive, so that source bar goes into
+    the next bar: live bars then hold the source bars closing in ``[open, close)`` instead of
+    ``(open, close]`` as in a backtest and in the backfilled bars (a one-source-bar shift).
+
+    Parameters
+    ----------
+    options : AggregationOptions
+        The node's settings.
+    bar_type : BarType
+        The composite bar type.
+
+    Returns
+    -------
+    str | None
+        The note, or None when a build delay is set.
+
+    """
+    if options.time_bars_build_delay > 0:
+        return None
+    return (
+        f"{bar_type}: DataEngineConfig.time_bars_build_delay is 0, so the live aggregator builds "
+        f"each bar before the source bar closing with it arrives and puts that source bar in the "
+        f"next bar; backfilled bars follow NautilusTrader's left-open intervals (as its backtests "
+        f"do). Set time_bars_build_delay (microseconds) above the feed's delivery latency, "
+        f"e.g. 2_000_000 for 1-minute bars, and below the source bar length"
+    )
+
+
 def aggregate(
     bars: BarArrays,
     source_step_ns: int,

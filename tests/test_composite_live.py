@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nautilus_backfill.aggregate import aggregate, composite_bars
+from nautilus_backfill.aggregate import aggregate, composite_bars, live_delay_note
 from nautilus_backfill.demo_composite import COMPOSITE, run_composite_demo
 from nautilus_trader.model.data import BarType
 
@@ -52,7 +52,21 @@ def test_backfill_and_live_bars_are_one_aggregation(demo):
 
 
 def test_ema_on_the_composite_type_is_warm_at_its_first_live_bar(demo):
+    assert live_delay_note(demo.options, BarType.from_str(COMPOSITE)) is None
     first = demo.strategy.live[0]
     assert first["warm"]
     assert first["fast_count"] == first["slow_count"] == len(demo.composite) + 1
     assert len(demo.strategy.historical) == len(demo.composite)
+
+
+def test_without_a_build_delay_the_live_aggregator_shifts_by_one_source_bar():
+    # The reason for `live_delay_note`: with time_bars_build_delay = 0 the live timer fires at
+    # the close, before the source bar closing with it arrives (50 ms later here), and that
+    # bar lands in the next composite bar. The first live bar then lacks its last source bar.
+    demo = run_composite_demo(warm_bars=10, live_source_bars=7, build_delay_us=0)
+    assert live_delay_note(demo.options, BarType.from_str(COMPOSITE))
+    first = demo.strategy.live_bars[0]
+    v = demo.values.take(slice(50, 55))  # the five source bars of the first live interval
+    assert first.ts_init == demo.composite[-1].ts_init + PERIOD
+    assert float(first.volume) == float(np.sum(v.volume[:4]))
+    assert float(first.close) == v.close[3]
