@@ -27,7 +27,8 @@ def test_run_live_builds_a_node_with_ib_clients_and_two_strategies(shared):
     spec = importlib.util.spec_from_file_location("run_live", EXAMPLES / "run_live.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     # NautilusTrader's IB factories connect while building, so the simulator stands in for TWS.
     sim = IBSimulator(recordings=shared / "ib")
     sim.start()
@@ -41,6 +42,12 @@ def test_run_live_builds_a_node_with_ib_clients_and_two_strategies(shared):
             "INTERACTIVE_BROKERS"
         }
     finally:
+        # The IB client's tasks were started while building; end them before dispose() closes
+        # the loop, or they are reported as destroyed while pending when the process exits.
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         node.dispose()
         sim.stop()
 
