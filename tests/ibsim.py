@@ -203,7 +203,7 @@ class IBSimulator:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> int:
+    def start(self, port: int = 0) -> int:
         if self.scenario.refuse:
             with socket.socket() as s:  # a port nobody listens on
                 s.bind(("127.0.0.1", 0))
@@ -211,7 +211,7 @@ class IBSimulator:
             return self.port
         self._server = socket.socket()
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind(("127.0.0.1", 0))
+        self._server.bind(("127.0.0.1", port))
         self._server.listen(64)
         self.port = self._server.getsockname()[1]
         t = threading.Thread(target=self._accept, daemon=True, name="ibsim-accept")
@@ -552,3 +552,17 @@ def _load_recording(folder: Path) -> dict[str, dict[int, tuple]]:
                 int(row["volume"]), repr(row["average"]), int(row["barCount"]),
             )
     return {"AAPL": bars}
+
+
+if __name__ == "__main__":
+    # A gateway on a fixed port for trying the CLI by hand (and for the docs' transcripts):
+    #   python tests/ibsim.py 7497 '{"fail_after": 2, "fail_with": "stall"}'
+    import sys
+
+    scenario = Scenario(**json.loads(sys.argv[2])) if len(sys.argv) > 2 else Scenario()
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "ib"
+    sim = IBSimulator(scenario, recordings=data if data.is_dir() else None)
+    print(f"IB gateway simulator on 127.0.0.1:{sim.start(int(sys.argv[1]))}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)

@@ -248,3 +248,21 @@ def test_a_year_of_5_second_bars_keeps_the_newest_pacing_lets_through(registry, 
     assert ib.status == "pacing" and ib.used == 60 * 720
     assert "8,784 requests of up to 3600 S (5 secs, TRADES), at least 24 h 20 min" in ib.error
     assert "60 sent in this run" in ib.error
+
+
+def test_a_gateway_that_never_answers_the_handshake_prints_nothing_but_the_report(
+    simulator, tmp_path
+):
+    import subprocess
+    import sys
+
+    sim = simulator(silent=True)
+    config = tmp_path / "ib.toml"
+    config.write_text(
+        '[[backfill.requests]]\nbar_type = "AAPL.NASDAQ-1-MINUTE-LAST-EXTERNAL"\nbars = 10\n'
+        f'[[backfill.sources]]\nname = "ib"\nplugin = "ib"\nport = {sim.port}\nconnect_timeout = "1s"\n'
+    )
+    cli = [sys.executable, "-m", "nautilus_backfill.cli", "fetch", str(config)]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert "no answer to the API handshake within 1s" in proc.stdout
+    assert proc.stderr == ""  # ibapi's "Disconnected; resetting connection" stays in its logger

@@ -110,3 +110,39 @@ def test_nautilus_historic_ib_client_downloads_bars_and_an_instrument_from_the_s
     assert len(bars) == 120
     assert bars[0][0] == 1609873200 * 10**9 and bars[-1][1] == 1609880400 * 10**9
     assert {r.client_id for r in sim.requests} == {7} and sim.violations == []
+
+
+def test_one_pass_reading_of_historical_answers_equals_ibapis_decoder():
+    # Message 17 as TWS 196..200 sends it, with the values ibapi treats specially.
+    from ibapi.decoder import Decoder
+    from ibapi.wrapper import EWrapper
+    from nautilus_backfill.plugins.ib.connection import _historical_data_msg
+
+    rows = [
+        ("1709510400", "150.25", "150.5", "150", "150.3", "1200", "150.31", "17"),
+        ("1709510460", "Infinity", "1e3", "", "0.1", "", "-1", "-1"),
+        ("20240304", "1.08", "1.09", "1.07", "1.085", "-1", "-1", "-1"),
+        ("1709510520", "2", "3", "1", "2", "2147483647", "2", "1"),
+        ("1709510580", "2", "3", "1", "2", "9223372036854775807", "2", "1"),
+        ("1709510640", "2", "3", "1", "2", "0.5", "2", "1"),
+    ]
+    fields = [b"7", str(len(rows)).encode(), *(v.encode() for row in rows for v in row)]
+
+    class Collect(EWrapper):
+        def __init__(self):
+            super().__init__()
+            self.bars = []
+
+        def historicalData(self, reqId, bar):
+            self.bars.append((reqId, bar.date, bar.open, bar.high, bar.low, bar.close, bar.volume))
+
+        def historical_bars(self, req_id, bars):
+            self.bars.extend((req_id, *b) for b in bars)
+
+    theirs, ours = Collect(), Collect()
+    Decoder(theirs, 200).processHistoricalDataMsg(iter(fields))
+    _historical_data_msg(Decoder(ours, 200), iter(fields))
+    assert len(theirs.bars) == len(rows)
+    for a, b in zip(theirs.bars, ours.bars, strict=True):
+        assert a[:6] == b[:6]
+        assert float(a[6]) == float(b[6])  # the source reads volumes as float

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import socket
 import threading
 import time
@@ -42,6 +43,11 @@ CONNECTION_CODES = {
 }
 UNREADABLE = 508
 
+
+# ibapi logs through `logging` without a handler of its own, so Python's last-resort handler
+# printed its warnings ("Disconnected; resetting connection") on the user's terminal; the
+# report says what happened. A node's own logging config still receives them.
+logging.getLogger("ibapi").addHandler(logging.NullHandler())
 
 # What ibapi's `decode(Decimal, ...)` reads as "no value" (UNSET_DECIMAL).
 UNSET_VOLUMES = frozenset(

@@ -14,7 +14,12 @@ import numpy as np
 import pyarrow as pa
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.plugins.ib.config import IBSourceConfig
-from nautilus_backfill.plugins.ib.pacing import PacingHistory, PacingLimiter, state_dir
+from nautilus_backfill.plugins.ib.pacing import (
+    SMALL_BAR_S,
+    PacingHistory,
+    PacingLimiter,
+    state_dir,
+)
 from nautilus_backfill.plugins.ib.planner import (
     DAY,
     Chunk,
@@ -116,7 +121,6 @@ class IBBarSource(BarSource):
             One line per problem, starting with the key it concerns.
 
         """
-        from nautilus_backfill.plugins.ib.pacing import SMALL_BAR_S
         from nautilus_backfill.timeutil import parse_duration
 
         cfg = self.config
@@ -311,7 +315,7 @@ class IBBarSource(BarSource):
                     download.run([chunk])
         except SourceError as e:
             failure = e
-            if e.status == "pacing":
+            if e.status == "pacing" and step_s <= SMALL_BAR_S:
                 failure = SourceError(
                     f"{e}; {self._estimate_line(request, span, what, contract.symbol)}, "
                     f"{download.asked:,} sent in this run (with a store, later runs ask only "
