@@ -15,10 +15,13 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
+
+DOCS = Path(__file__).resolve().parent
 
 # -- numpydoc -----------------------------------------------------------------------------------
 
@@ -236,6 +239,9 @@ def config_page() -> str:
     ]
     for heading, intro, keys in config_tables():
         out += [f"## `{heading}`", "", md(intro), ""]
+        name = heading.partition('"')[2].rstrip('"')
+        if name and (DOCS / "sources" / f"{name}.md").is_file():
+            out += [f"How to use it: [the {name} page](../sources/{name}.md).", ""]
         if not keys:
             out += ["No keys beyond the ones every source has.", ""]
             continue

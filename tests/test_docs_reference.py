@@ -347,6 +347,13 @@ def test_every_source_status_is_explained():
     assert sorted(s for s in statuses if f"`{s}`" not in docs) == []
 
 
+def test_readme_links_point_at_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    assert len(links) > 5
+    assert [link for link in links if "://" not in link and not (ROOT / link).exists()] == []
+
+
 # -- the site -----------------------------------------------------------------------------------
 
 
