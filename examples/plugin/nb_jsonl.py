@@ -28,9 +28,9 @@ class JsonlConfig(SourceConfig, frozen=True, kw_only=True):
     time_key: str = "time"
 
 
-def _number(value: object) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else None  # type: ignore[arg-type]
+def _number(value):
+    # A number, or null: text, booleans and missing keys make the row unparseable.
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class JsonlSource(BarSource):
