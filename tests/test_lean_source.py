@@ -520,3 +520,27 @@ def test_a_path_that_is_a_file_says_so(lean, tmp_path):
     (tmp_path / "Data").write_text("")
     (problem,) = _source(tmp_path / "Data").check([_request(SPY_1M)])
     assert problem.startswith("path: LEAN data folder") and "is a file, not a folder" in problem
+
+
+def test_odd_files_found_by_fuzzing_give_rows_or_errors_never_crashes(tmp_path):
+    # A time past int64, and a New York day file holding only blank lines.
+    _day(
+        tmp_path,
+        "equity",
+        "usa",
+        "minute",
+        "spy",
+        "20131007",
+        "trade",
+        [
+            "99999999999999999999,1000000,1000000,1000000,1000000,5",
+            "34200000,1000000,1000000,1000000,1000000,5",
+        ],
+    )
+    _day(tmp_path, "equity", "usa", "minute", "spy", "20131008", "trade", ["", ""])
+    table = _fetch(_source(tmp_path), SPY_1M).table
+    assert table.column("ts").to_pylist() == [None, _ns(datetime(2013, 10, 7, 13, 30, tzinfo=UTC))]
+    empty = _source(tmp_path).fetch(
+        _request(SPY_1M), Span(_ns(datetime(2013, 10, 8, 4, tzinfo=UTC)), FAR)
+    )
+    assert empty.table.num_rows == 0

@@ -565,16 +565,11 @@ def read_lean_file(files: LeanFiles, path: Path, notes: list[str]) -> pa.Table:
 
 def _parse(data: bytes, width: int, n: int, time_as_text: bool = False) -> pa.Table | None:
     names = [f"f{i}" for i in range(width)]
-    if n == 0:
-        return pa.table(
-            {
-                k: pa.array([], pa.string() if time_as_text and k == "f0" else pa.float64())
-                for k in names
-            }
-        )
-    bad: list[int] = []
     types: dict[str, Any] = {k: pa.float64() for k in names}
     types["f0"] = pa.string() if time_as_text else pa.int64()
+    if n == 0:
+        return pa.table({k: pa.array([], types[k]) for k in names})
+    bad: list[int] = []
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
@@ -615,7 +610,8 @@ def _parse_slow(data: bytes, width: int, time_as_text: bool = False) -> pa.Table
             except ValueError:
                 number = None
             if i == 0 and number is not None:
-                number = int(number) if number.is_integer() else None
+                whole = number.is_integer() and abs(number) < 2**62
+                number = int(number) if whole else None
             columns[i].append(number)
     out = {}
     for i, values in enumerate(columns):
@@ -627,10 +623,13 @@ def _parse_slow(data: bytes, width: int, time_as_text: bool = False) -> pa.Table
 def _decimals(columns: list[pa.Array]) -> int | None:
     # The fewest decimals that write every value exactly (LEAN writes a fixed number).
     values = [c.to_numpy(zero_copy_only=False) for c in columns]
-    for k in range(11):
-        scale = 10.0**k
-        if all(bool(np.all(np.isnan(v) | (np.rint(v * scale) / scale == v))) for v in values):
-            return k
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and huge values: judged later
+        for k in range(11):
+            scale = 10.0**k
+            if all(
+                bool(np.all(~np.isfinite(v) | (np.rint(v * scale) / scale == v))) for v in values
+            ):
+                return k
     return None
 
 
