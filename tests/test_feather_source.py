@@ -110,3 +110,20 @@ def test_a_truncated_feather_file_is_a_clear_error(run, tmp_path):
         .sources[0]
     )
     assert source.status == "error" and "Arrow IPC/feather" in source.error
+
+
+def test_a_damaged_feather_body_is_a_clear_error_naming_the_file(run, tmp_path):
+    path = tmp_path / "bars.feather"
+    feather.write_feather(_frame(), path, compression="lz4")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 64] = b"\xff" * 64  # inside the compressed buffers
+    path.write_bytes(bytes(data))
+    source = (
+        run([_window()], [{"name": "f", "plugin": "parquet", "path": str(path)}])
+        .report.requests[0]
+        .sources[0]
+    )
+    assert source.status == "error"
+    assert "bars.feather" in source.error and (
+        "cannot read" in source.error or "not a readable" in source.error
+    )

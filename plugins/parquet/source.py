@@ -54,14 +54,19 @@ class ParquetBarSource(BarSource):
             raise SourceError(
                 f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
             )
-        dataset = _dataset(files, fs)
-        meta = dataset.schema.metadata or {}
-        is_catalog = self.config.layout == "catalog" or (
-            self.config.layout == "auto" and (catalog or b"bar_type" in meta)
-        )
-        if is_catalog:
-            return self._catalog(dataset, meta, request, span)
-        return self._plain(dataset, request, span)
+        try:
+            dataset = _dataset(files, fs)
+            meta = dataset.schema.metadata or {}
+            is_catalog = self.config.layout == "catalog" or (
+                self.config.layout == "auto" and (catalog or b"bar_type" in meta)
+            )
+            if is_catalog:
+                return self._catalog(dataset, meta, request, span)
+            return self._plain(dataset, request, span)
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
+            # A damaged file surfaces while scanning: name it, as the other file errors do.
+            where = files[0] if len(files) == 1 else f"{len(files)} files under {self.config.path}"
+            raise SourceError(f"{where}: cannot read: {e}") from None
 
     def _files(self, request: BarRequest) -> tuple[list[str], bool, Any]:
         path = self.config.path
