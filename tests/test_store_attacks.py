@@ -445,3 +445,22 @@ def test_store_cli_takes_the_store_and_its_options_from_a_backfill_toml(tmp_path
     assert doc[0]["bars"] == 10
     bad = subprocess.run([*CLI, "info", "--option", "oops"], capture_output=True, text=True)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_float_ohlcv_file_in_a_catalog_folder_is_refused_by_the_parquet_source(tmp_path, run):
+    folder = tmp_path / "catalog" / "data" / "bar" / BT.replace("/", "")
+    folder.mkdir(parents=True)
+    _float_bar_file(
+        str(folder / "2025-01-02T09-41-00-000000000Z_2025-01-02T09-50-00-000000000Z.parquet")
+    )
+    request = {"bar_type": BT, "bars": 5, "end": "2025-01-02T10:00:00Z"}
+    result = run(
+        [request], [{"name": "cat", "plugin": "parquet", "path": str(tmp_path / "catalog")}]
+    )
+    report = result.report.requests[0]
+    attempt = report.sources[0]
+    # Refused with the type found and what was expected; nothing injected (it read 1.1 as
+    # 4607632778.76 before). The file and column are named once the source calls
+    # catalogfmt.check_bar_files on its dataset.
+    assert report.injected == 0 and attempt.status == "error", attempt
+    assert "type double" in attempt.error and "fixed_size_binary" in attempt.error
