@@ -11,6 +11,10 @@ before a block changes that:
   Only the fragment's keys and values are judged: the added request is not the one its
   source is for, so what the source's offline check says about it is not.
 
+- ``<!-- file: NAME -->``: the block is a file the page shows; it is written as NAME;
+- ``<!-- output -->``: a ```text block of ``$ nautilus-backfill ...`` commands and what they
+  print; each command is run and its output must be what the page shows (times aside).
+
 Files a config names are the reader's (``data/{symbol}-{step}.csv``), so ``check`` may object
 to a source's ``path``, except on the pages in `BUILDS_ITS_FILES`, whose snippets make them.
 Each page runs in a folder beside a link to the real data (``../shared/data/...``), as the
@@ -22,6 +26,7 @@ tests do.
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,8 @@ from nautilus_backfill.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-MARKER = re.compile(r"^<!--\s*(skip|fragment)\s*(?::\s*(.*?))?\s*-->$")
+MARKER = re.compile(r"^<!--\s*(skip|fragment|file|output)\s*(?::\s*(.*?))?\s*-->$")
+TIME = re.compile(r"\b\d+\.\d\ds\b")
 BUILDS_ITS_FILES = {"getting-started.md"}
 SHARED = ROOT.parent / "shared"
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -48,6 +54,7 @@ class Snippet:
     text: str
     line: int
     marker: str | None
+    arg: str | None = None
 
 
 def snippets(page: Path) -> list[Snippet]:
@@ -69,9 +76,8 @@ def snippets(page: Path) -> list[Snippet]:
         text = INCLUDE.sub(
             lambda m: (ROOT / m.group(1)).read_text(), "\n".join(lines[start + 1 : i])
         )
-        out.append(
-            Snippet(match.group(1), text + "\n", start + 1, marker.group(1) if marker else None)
-        )
+        kind, arg = (marker.group(1), marker.group(2)) if marker else (None, None)
+        out.append(Snippet(match.group(1), text + "\n", start + 1, kind, arg))
         i += 1
     return out
 
@@ -108,13 +114,32 @@ def check(text: str, folder: Path, allowed: str | None) -> None:
     assert ok, result.output
 
 
+def same_output(block: str) -> None:
+    """Run each ``$ nautilus-backfill ...`` of an output block; compare with what it shows."""
+    for command in re.split(r"^(?=\$ )", block, flags=re.M):
+        if not command.strip():
+            continue
+        line, _, shown = command.partition("\n")
+        args = shlex.split(line[2:])
+        assert args[0] == "nautilus-backfill", line
+        result = CliRunner().invoke(main, args[1:])
+        actual = [TIME.sub("#.##s", x.rstrip()) for x in result.output.strip().splitlines()]
+        expected = [TIME.sub("#.##s", x.rstrip()) for x in shown.strip().splitlines()]
+        assert actual == expected, f"{line}\n" + "\n".join(actual)
+
+
 def run_page(page: Path, folder: Path) -> int:
     """Run a page's snippets in `folder`; return how many ran."""
     namespace: dict = {"__name__": "__snippet__"}
     ran = 0
     for s in snippets(page):
         where = f"{page.name}:{s.line}"
-        if s.lang == "toml":
+        if s.marker == "file":
+            (folder / str(s.arg)).write_text(s.text)
+        elif s.marker == "output":
+            same_output(s.text)
+            ran += 1
+        elif s.lang == "toml":
             doc = tomllib.loads(s.text)  # even a skipped one must be valid TOML
             if s.marker == "skip" or ("backfill" not in doc and s.marker != "fragment"):
                 continue
@@ -191,6 +216,27 @@ def test_a_fragment_is_judged_on_its_own_keys(tmp_path, monkeypatch):
         '```toml\n[[backfill.sources]]\nname = "ib"\nplugin = "ib"\nport = "4002"\n```\n'
     )
     with pytest.raises(AssertionError, match=r"port"):
+        run_page(page, tmp_path)
+
+
+def test_output_a_page_shows_must_be_what_the_command_prints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = (
+        '[backfill]\ndeadline = "soon"\n[[backfill.requests]]\n'
+        'bar_type = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"\nbars = 10\n'
+    )
+    shown = (
+        "error: bad.toml: backfill.deadline: invalid duration, was 'soon' "
+        "(use a number and a unit: ms, s, m, h, d, w)"
+    )
+    page = tmp_path / "page.md"
+    page.write_text(
+        f"<!-- file: bad.toml -->\n```toml\n{config}```\n\n"
+        f"<!-- output -->\n```text\n$ nautilus-backfill check bad.toml\n{shown}\n```\n"
+    )
+    assert run_page(page, tmp_path) == 1
+    page.write_text(page.read_text().replace("'soon' (use", "'soon' (try"))
+    with pytest.raises(AssertionError, match="use a number"):
         run_page(page, tmp_path)
 
 
