@@ -149,7 +149,13 @@ def run_page(page: Path, folder: Path) -> int:
                 check(s.text, folder, None if page.name in BUILDS_ITS_FILES else "path")
             ran += 1
         elif s.lang == "python" and s.marker != "skip":
-            exec(compile(s.text, where, "exec"), namespace)
+            try:
+                exec(compile(s.text, where, "exec"), namespace)
+            except Exception as e:
+                raise AssertionError(
+                    f"{where}: the python snippet fails: {type(e).__name__}: {e} (one that is "
+                    "not meant to run alone takes <!-- skip: why --> on the line before it)"
+                ) from e
             ran += 1
     return ran
 
@@ -244,7 +250,7 @@ def test_a_failing_python_snippet_fails(tmp_path, monkeypatch):
     page = tmp_path / "page.md"
     page.write_text("```python\nfrom nautilus_backfill import NoSuchThing\n```\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ImportError):
+    with pytest.raises(AssertionError, match=r"page\.md:1: the python snippet fails: ImportError"):
         run_page(page, tmp_path)
     page.write_text(
         "<!-- skip: needs a node -->\n```python\nfrom nautilus_backfill import NoSuchThing\n```\n"
