@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -157,14 +158,15 @@ def main() -> None:
             rtt = _contract_rtt(gateway.port)
             rounds = math.ceil(args.stocks / OPEN_MAX)
             bound = rounds * args.latency + rtt
-            times = []
+            times, cpus = [], []
             for run in range(args.runs + 1):  # the first, untimed, warms both processes up
                 gateway.ask("reset")
                 cfg = config_from_dict(_config(gateway.port, symbols, args.bars, state), registry)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 result = Backfill(cfg, registry=registry).fetch()
                 if run:
                     times.append(time.perf_counter() - started)
+                    cpus.append(time.process_time() - cpu)
                 injected = sum(r.injected for r in result.report.requests)
                 assert injected == args.stocks * args.bars, result.report.render()
                 stats = gateway.ask("stats")
@@ -187,6 +189,11 @@ def main() -> None:
     print(
         f"  wall time best {best:.2f}s (ratio {best / bound:.2f}), "
         f"median {median:.2f}s (ratio {median / bound:.2f}); target <= 1.5"
+    )
+    print(
+        f"  CPU of this process (client, validation, Bar objects): median "
+        f"{statistics.median(cpus):.2f}s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
     )
 
 

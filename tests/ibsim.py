@@ -30,15 +30,40 @@ ACCOUNT = "DU1234567"
 
 # IB's step-size table (TWS API "Historical Data Limitations"): duration -> allowed bar sizes.
 STEP_TABLE = [
-    (60, 1, 60), (120, 1, 120), (1800, 1, 1800), (3600, 5, 3600), (14400, 10, 10800),
-    (28800, 30, 28800), (86400, 60, 86400), (2 * 86400, 120, 86400), (7 * 86400, 180, 7 * 86400),
-    (30 * 86400, 1800, 30 * 86400), (365 * 86400, 86400, 30 * 86400),
+    (60, 1, 60),
+    (120, 1, 120),
+    (1800, 1, 1800),
+    (3600, 5, 3600),
+    (14400, 10, 10800),
+    (28800, 30, 28800),
+    (86400, 60, 86400),
+    (2 * 86400, 120, 86400),
+    (7 * 86400, 180, 7 * 86400),
+    (30 * 86400, 1800, 30 * 86400),
+    (365 * 86400, 86400, 30 * 86400),
 ]
 BAR_SIZES = {
-    "1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30, "1 min": 60,
-    "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600, "15 mins": 900, "20 mins": 1200,
-    "30 mins": 1800, "1 hour": 3600, "2 hours": 7200, "3 hours": 10800, "4 hours": 14400,
-    "8 hours": 28800, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
+    "1 secs": 1,
+    "5 secs": 5,
+    "10 secs": 10,
+    "15 secs": 15,
+    "30 secs": 30,
+    "1 min": 60,
+    "2 mins": 120,
+    "3 mins": 180,
+    "5 mins": 300,
+    "10 mins": 600,
+    "15 mins": 900,
+    "20 mins": 1200,
+    "30 mins": 1800,
+    "1 hour": 3600,
+    "2 hours": 7200,
+    "3 hours": 10800,
+    "4 hours": 14400,
+    "8 hours": 28800,
+    "1 day": 86400,
+    "1 week": 7 * 86400,
+    "1 month": 30 * 86400,
 }
 UNITS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
 
@@ -47,12 +72,32 @@ UNITS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
 RECORDING_TZ = zoneinfo.ZoneInfo("America/Sao_Paulo")
 
 CONTRACTS = {
-    ("STK", "AAPL"): dict(symbol="AAPL", secType="STK", exchange="SMART", primaryExchange="NASDAQ",
-                          currency="USD", localSymbol="AAPL", conId=265598, minTick=0.01,
-                          longName="APPLE INC", isin="US0378331005", tz="US/Eastern"),
-    ("CASH", "EUR.USD"): dict(symbol="EUR", secType="CASH", exchange="IDEALPRO", primaryExchange="",
-                              currency="USD", localSymbol="EUR.USD", conId=12087792, minTick=0.00005,
-                              longName="European Monetary Union Euro", isin="", tz="US/Eastern"),
+    ("STK", "AAPL"): dict(
+        symbol="AAPL",
+        secType="STK",
+        exchange="SMART",
+        primaryExchange="NASDAQ",
+        currency="USD",
+        localSymbol="AAPL",
+        conId=265598,
+        minTick=0.01,
+        longName="APPLE INC",
+        isin="US0378331005",
+        tz="US/Eastern",
+    ),
+    ("CASH", "EUR.USD"): dict(
+        symbol="EUR",
+        secType="CASH",
+        exchange="IDEALPRO",
+        primaryExchange="",
+        currency="USD",
+        localSymbol="EUR.USD",
+        conId=12087792,
+        minTick=0.00005,
+        longName="European Monetary Union Euro",
+        isin="",
+        tz="US/Eastern",
+    ),
 }
 
 
@@ -261,8 +306,12 @@ class IBSimulator:
         if msg_id == 71:  # START_API
             conn.client_id = int(f[2])
             if conn.client_id in self.scenario.client_ids_in_use:
-                conn.error(-1, 326, "Unable to connect as the client id is already in use. "
-                           "Retry with a unique client id.")
+                conn.error(
+                    -1,
+                    326,
+                    "Unable to connect as the client id is already in use. "
+                    "Retry with a unique client id.",
+                )
                 conn.close()
                 return
             conn.send(15, 1, ACCOUNT)
@@ -274,16 +323,26 @@ class IBSimulator:
             self._contract_details(conn, f)
         elif msg_id == 20:  # REQ_HISTORICAL_DATA
             req = HistRequest(
-                req_id=int(f[1]), client_id=conn.client_id, symbol=f[12] or f[3], sec_type=f[4],
-                end=f[15], duration=f[17], bar_size=f[16], what_to_show=f[19], use_rth=int(f[18]),
-                format_date=int(f[20]), received=time.monotonic(),
+                req_id=int(f[1]),
+                client_id=conn.client_id,
+                symbol=f[12] or f[3],
+                sec_type=f[4],
+                end=f[15],
+                duration=f[17],
+                bar_size=f[16],
+                what_to_show=f[19],
+                use_rth=int(f[18]),
+                format_date=int(f[20]),
+                received=time.monotonic(),
             )
             with self._lock:  # in arrival order, as the gateway sees them
                 self.requests.append(req)
                 self.open_requests[(conn.client_id, req.req_id)] = req.received
                 self.max_open = max(self.max_open, len(self.open_requests))
                 if len(self.open_requests) > 50:
-                    self.violations.append(f"more than 50 open requests ({len(self.open_requests)})")
+                    self.violations.append(
+                        f"more than 50 open requests ({len(self.open_requests)})"
+                    )
                 violation = self._pacing(req)
             t = threading.Thread(target=self._historical, args=(conn, req, violation), daemon=True)
             t.start()
@@ -295,19 +354,34 @@ class IBSimulator:
         # Anything else (reqMarketDataType, reqCurrentTime, ...) is ignored, as the issue allows.
 
     def _lookup(self, sec_type: str, local_symbol: str, symbol: str) -> dict | None:
-        key = local_symbol or (f"{symbol}.USD" if sec_type == "CASH" and "." not in symbol else symbol)
+        key = local_symbol or (
+            f"{symbol}.USD" if sec_type == "CASH" and "." not in symbol else symbol
+        )
         if key in self.scenario.unknown_symbols or symbol in self.scenario.unknown_symbols:
             return None
         if (sec_type, key) in CONTRACTS:
             return CONTRACTS[(sec_type, key)]
         if sec_type == "STK":
-            return dict(CONTRACTS[("STK", "AAPL")], symbol=key, localSymbol=key,
-                        conId=_stable_id(key), longName=f"{key} INC", isin=f"US{_stable_id(key):010d}")
+            return dict(
+                CONTRACTS[("STK", "AAPL")],
+                symbol=key,
+                localSymbol=key,
+                conId=_stable_id(key),
+                longName=f"{key} INC",
+                isin=f"US{_stable_id(key):010d}",
+            )
         if sec_type == "CASH" and "." in key:
             base, quote = key.split(".")
             tick = 0.005 if quote == "JPY" else 0.00005
-            return dict(CONTRACTS[("CASH", "EUR.USD")], symbol=base, currency=quote, localSymbol=key,
-                        conId=_stable_id(key), minTick=tick, longName=key)
+            return dict(
+                CONTRACTS[("CASH", "EUR.USD")],
+                symbol=base,
+                currency=quote,
+                localSymbol=key,
+                conId=_stable_id(key),
+                minTick=tick,
+                longName=key,
+            )
         return None
 
     def _contract_details(self, conn: _Conn, f: list[str]) -> None:
@@ -323,12 +397,48 @@ class IBSimulator:
         stk = c["secType"] == "STK"
         sec_ids = [1, "ISIN", c["isin"]] if c["isin"] else [0]
         conn.send(
-            10, req_id, c["symbol"], c["secType"], "", "", 0, "", c["exchange"], c["currency"],
-            c["localSymbol"], c["localSymbol"], c["localSymbol"],
-            c["conId"], c["minTick"], "", "LMT,MKT", "SMART,NASDAQ" if stk else "IDEALPRO", 1, 0,
-            c["longName"], c["primaryExchange"], "", "Technology" if stk else "", "", "", c["tz"],
-            "", "", "", "", *sec_ids, 1, "", "", "26" if stk else "239", "", "COMMON" if stk else "",
-            "1", "1", "100" if stk else "1", 0,
+            10,
+            req_id,
+            c["symbol"],
+            c["secType"],
+            "",
+            "",
+            0,
+            "",
+            c["exchange"],
+            c["currency"],
+            c["localSymbol"],
+            c["localSymbol"],
+            c["localSymbol"],
+            c["conId"],
+            c["minTick"],
+            "",
+            "LMT,MKT",
+            "SMART,NASDAQ" if stk else "IDEALPRO",
+            1,
+            0,
+            c["longName"],
+            c["primaryExchange"],
+            "",
+            "Technology" if stk else "",
+            "",
+            "",
+            c["tz"],
+            "",
+            "",
+            "",
+            "",
+            *sec_ids,
+            1,
+            "",
+            "",
+            "26" if stk else "239",
+            "",
+            "COMMON" if stk else "",
+            "1",
+            "1",
+            "100" if stk else "1",
+            0,
         )
         conn.send(52, 1, req_id)
 
@@ -344,12 +454,24 @@ class IBSimulator:
             seconds = _duration_s(req.duration)
             if step is None or seconds is None or not _step_ok(seconds, step):
                 self.violations.append(f"step size: {req.duration} of {req.bar_size}")
-                conn.error(req.req_id, 321, "Error validating request.-'bP' : cause - Historical data "
-                           f"bar size/duration combination is invalid: {req.duration}, {req.bar_size}")
+                conn.error(
+                    req.req_id,
+                    321,
+                    "Error validating request.-'bP' : cause - Historical data "
+                    f"bar size/duration combination is invalid: {req.duration}, {req.bar_size}",
+                )
                 return
-            if violation or len([r for r in self.requests if r.client_id == conn.client_id]) <= sc.pacing_violation_first:
-                conn.error(req.req_id, 162, "Historical Market Data Service error message:"
-                           "Historical data request pacing violation")
+            if (
+                violation
+                or len([r for r in self.requests if r.client_id == conn.client_id])
+                <= sc.pacing_violation_first
+            ):
+                conn.error(
+                    req.req_id,
+                    162,
+                    "Historical Market Data Service error message:"
+                    "Historical data request pacing violation",
+                )
                 return
             if sc.close_mid_stream:
                 conn.close()
@@ -360,8 +482,12 @@ class IBSimulator:
             if late and sc.fail_with == "stall":
                 return
             if late and sc.fail_with == "pacing":
-                conn.error(req.req_id, 162, "Historical Market Data Service error message:"
-                           "Historical data request pacing violation")
+                conn.error(
+                    req.req_id,
+                    162,
+                    "Historical Market Data Service error message:"
+                    "Historical data request pacing violation",
+                )
                 return
             if late and sc.fail_with == "close":
                 # Let the answers already sent be read: closing with unread input resets the
@@ -370,14 +496,20 @@ class IBSimulator:
                 conn.close()
                 return
             if sc.connectivity_lost:
-                conn.error(-1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
+                conn.error(
+                    -1, 1100, "Connectivity between IB and Trader Workstation has been lost."
+                )
                 return
             if sc.no_subscription:
                 conn.error(req.req_id, 354, "Requested market data is not subscribed.")
                 return
             if sc.no_data:
-                conn.error(req.req_id, 162, "Historical Market Data Service error message:"
-                           "HMDS query returned no data: AAPL@NASDAQ Trades")
+                conn.error(
+                    req.req_id,
+                    162,
+                    "Historical Market Data Service error message:"
+                    "HMDS query returned no data: AAPL@NASDAQ Trades",
+                )
                 return
             c = self._lookup(req.sec_type, req.symbol, req.symbol)
             if c is None:
@@ -396,11 +528,19 @@ class IBSimulator:
                     self.bars_sent += len(rows)
                 conn.send(17, req.req_id, len(rows), *[v for row in rows for v in row])
             if sc.partial_then_error:
-                conn.error(req.req_id, 1100, "Connectivity between IB and Trader Workstation has been lost.")
+                conn.error(
+                    req.req_id,
+                    1100,
+                    "Connectivity between IB and Trader Workstation has been lost.",
+                )
                 return
             fmt = "%Y%m%d %H:%M:%S"
-            conn.send(108, req.req_id, datetime.fromtimestamp(end - seconds, UTC).strftime(fmt),
-                      datetime.fromtimestamp(end, UTC).strftime(fmt))
+            conn.send(
+                108,
+                req.req_id,
+                datetime.fromtimestamp(end - seconds, UTC).strftime(fmt),
+                datetime.fromtimestamp(end, UTC).strftime(fmt),
+            )
         finally:
             with self._lock:
                 self.open_requests.pop(key, None)
@@ -410,7 +550,15 @@ class IBSimulator:
         if step > 30:  # IB's hard limits are for bars of 30 seconds or less
             return False
         now, s = req.received, self.scenario.time_scale
-        ident = (req.symbol, req.sec_type, req.end, req.duration, req.bar_size, req.what_to_show, req.use_rth)
+        ident = (
+            req.symbol,
+            req.sec_type,
+            req.end,
+            req.duration,
+            req.bar_size,
+            req.what_to_show,
+            req.use_rth,
+        )
         same = (req.symbol, req.sec_type, req.what_to_show)
         cost = 2 if req.what_to_show == "BID_ASK" else 1
         while self._recent and now - self._recent[0][0] > 600 * s:
@@ -423,7 +571,9 @@ class IBSimulator:
         if sum(c for _, _, c in self._recent) + cost > 60:
             found.append("more than 60 requests within 10 minutes")
         self._recent.append((now, ident, cost))
-        self.violations.extend(f"pacing: {v} ({req.symbol} {req.bar_size} {req.end})" for v in found)
+        self.violations.extend(
+            f"pacing: {v} ({req.symbol} {req.bar_size} {req.end})" for v in found
+        )
         return bool(found)
 
     # -- data --------------------------------------------------------------------------------
@@ -439,13 +589,19 @@ class IBSimulator:
                 self._bar_cache[key] = cached
         return list(cached)
 
-    def _make_bars(self, c: dict, req: HistRequest, step: int, start: float, end: float) -> list[tuple]:
+    def _make_bars(
+        self, c: dict, req: HistRequest, step: int, start: float, end: float
+    ) -> list[tuple]:
         daily = step >= 86400
         # Weekly bars run Monday to Sunday (the epoch was a Thursday: Mondays are 4 days on).
         shift = 4 * 86400 if step == 7 * 86400 else 0
         first = math.floor((start - shift) / step) * step + shift
         now = self.now()
-        recorded = self.recorded.get(c["localSymbol"]) if step == 60 and req.what_to_show == "TRADES" else None
+        recorded = (
+            self.recorded.get(c["localSymbol"])
+            if step == 60 and req.what_to_show == "TRADES"
+            else None
+        )
         span = (min(recorded) - 86400, max(recorded) + 86400) if recorded else (0, 0)
         out = []
         t = first
@@ -461,7 +617,11 @@ class IBSimulator:
                 if bar is not None:
                     # IB dates a weekly bar by its last trading day (Friday).
                     dated = t + 4 * 86400 if shift else t
-                    date = datetime.fromtimestamp(dated, UTC).strftime("%Y%m%d") if daily else str(int(t))
+                    date = (
+                        datetime.fromtimestamp(dated, UTC).strftime("%Y%m%d")
+                        if daily
+                        else str(int(t))
+                    )
                     out.append((date, *bar))
             if forming:
                 break
@@ -503,7 +663,9 @@ def _generate(c: dict, what: str, step: int, t: float) -> tuple | None:
     i = t / step
     seed = c["conId"] % 997
     mid = base * (1 + 0.01 * math.sin(i / 37.0 + seed) + 0.004 * math.sin(i / 5.3 + seed / 7))
-    prev = base * (1 + 0.01 * math.sin((i - 1) / 37.0 + seed) + 0.004 * math.sin((i - 1) / 5.3 + seed / 7))
+    prev = base * (
+        1 + 0.01 * math.sin((i - 1) / 37.0 + seed) + 0.004 * math.sin((i - 1) / 5.3 + seed / 7)
+    )
     half = {"BID": -1, "ASK": 1}.get(what, 0) * tick
     o, cl = round((prev + half) / tick) * tick, round((mid + half) / tick) * tick
     h = max(o, cl) + tick * (1 + int(t) % 3)
@@ -513,7 +675,15 @@ def _generate(c: dict, what: str, step: int, t: float) -> tuple | None:
     volume = -1 if what in ("MIDPOINT", "BID", "ASK") else 100 + int(t) % 900
     wap = -1 if volume == -1 else cl
     count = -1 if volume == -1 else 1 + int(t) % 50
-    return fmt.format(o), fmt.format(h), fmt.format(lo), fmt.format(cl), volume, fmt.format(wap) if wap != -1 else -1, count
+    return (
+        fmt.format(o),
+        fmt.format(h),
+        fmt.format(lo),
+        fmt.format(cl),
+        volume,
+        fmt.format(wap) if wap != -1 else -1,
+        count,
+    )
 
 
 def _duration_s(text: str) -> int | None:
@@ -548,8 +718,13 @@ def _load_recording(folder: Path) -> dict[str, dict[int, tuple]]:
             row = json.loads(line)
             t = datetime.fromisoformat(row["date"]).replace(tzinfo=RECORDING_TZ).timestamp()
             bars[int(t)] = (
-                repr(row["open"]), repr(row["high"]), repr(row["low"]), repr(row["close"]),
-                int(row["volume"]), repr(row["average"]), int(row["barCount"]),
+                repr(row["open"]),
+                repr(row["high"]),
+                repr(row["low"]),
+                repr(row["close"]),
+                int(row["volume"]),
+                repr(row["average"]),
+                int(row["barCount"]),
             )
     return {"AAPL": bars}
 

@@ -37,11 +37,20 @@ def simulator(shared):
 
 
 def _ib(sim, **kw):
-    return {"name": "ib", "plugin": "ib", "port": sim.port, "timeout": "3s", "connect_timeout": "1s", **kw}
+    return {
+        "name": "ib",
+        "plugin": "ib",
+        "port": sim.port,
+        "timeout": "3s",
+        "connect_timeout": "1s",
+        **kw,
+    }
 
 
 def _fetch(registry, requests, sources, **kw):
-    cfg = config_from_dict({"backfill": {"requests": requests, "sources": sources, **kw}}, registry=registry)
+    cfg = config_from_dict(
+        {"backfill": {"requests": requests, "sources": sources, **kw}}, registry=registry
+    )
     backfill = Backfill(cfg, registry=registry)
     started = time.monotonic()
     result = backfill.fetch()
@@ -56,27 +65,39 @@ def _notes(report):
 
 
 def _ib_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("ib-") or "EReader" in type(t).__name__]
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("ib-") or "EReader" in type(t).__name__
+    ]
 
 
 def test_200_bars_for_a_stock_and_a_forex_pair_in_one_request_each(registry, simulator):
     sim = simulator()
-    result, elapsed = _fetch(registry, [
-        {"bar_type": AAPL, "bars": 200, "end": END},
-        {"bar_type": EURUSD, "bars": 200, "end": "2025-01-02T09:00:00Z"},
-    ], [_ib(sim)])
+    result, elapsed = _fetch(
+        registry,
+        [
+            {"bar_type": AAPL, "bars": 200, "end": END},
+            {"bar_type": EURUSD, "bars": 200, "end": "2025-01-02T09:00:00Z"},
+        ],
+        [_ib(sim)],
+    )
     assert elapsed < 1.0
     assert [r.injected for r in result.report.requests] == [200, 200]
     assert len(sim.requests) == 2 and sim.violations == []
     assert {(r.symbol, r.what_to_show, r.bar_size, r.format_date) for r in sim.requests} == {
-        ("AAPL", "TRADES", "1 min", 2), ("EUR.USD", "MIDPOINT", "1 min", 2)}
+        ("AAPL", "TRADES", "1 min", 2),
+        ("EUR.USD", "MIDPOINT", "1 min", 2),
+    }
     aapl = result.bars[next(bt for bt in result.bars if str(bt) == AAPL)]
     # The last recorded bar of the session opens 15:59 New York and closes at END.
     assert aapl[-1].ts_event == 1609880340 * 10**9 and aapl[-1].ts_init == 1609880400 * 10**9
     assert {str(i.id) for i in result.instruments} == {"AAPL.NASDAQ", "EUR/USD.IDEALPRO"}
     assert {i.price_precision for i in result.instruments} == {2, 5}
     notes = [e for r in result.report.requests for e in _notes(r)]
-    assert any("IB message 2104: Market data farm connection is OK" in n for n in notes)  # every code
+    assert any(
+        "IB message 2104: Market data farm connection is OK" in n for n in notes
+    )  # every code
     assert _ib_threads() == []
 
 
@@ -106,12 +127,19 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("scenario", "status", "text"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
-def test_faults_end_in_time_with_a_named_status_and_the_next_source_used(registry, simulator, fallback, scenario, status, text):
+@pytest.mark.parametrize(
+    ("scenario", "status", "text"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS]
+)
+def test_faults_end_in_time_with_a_named_status_and_the_next_source_used(
+    registry, simulator, fallback, scenario, status, text
+):
     sim = simulator(**scenario, time_scale=0.01)
-    result, elapsed = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END, "price_precision": 2,
-                                         "size_precision": 0}],
-                             [_ib(sim), fallback], deadline="8s")
+    result, elapsed = _fetch(
+        registry,
+        [{"bar_type": AAPL, "bars": 100, "end": END, "price_precision": 2, "size_precision": 0}],
+        [_ib(sim), fallback],
+        deadline="8s",
+    )
     report = result.report.requests[0]
     ib, local = report.sources
     assert elapsed < 5.0, elapsed
@@ -130,9 +158,13 @@ def test_client_id_in_use_tries_the_next_one(registry, simulator):
     assert {r.client_id for r in sim.requests} == {903}
 
 
-def test_partial_data_then_an_error_keeps_the_bars_and_asks_the_next_source(registry, simulator, fallback):
+def test_partial_data_then_an_error_keeps_the_bars_and_asks_the_next_source(
+    registry, simulator, fallback
+):
     sim = simulator(partial_then_error=True)
-    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [_ib(sim), fallback])
+    result, _ = _fetch(
+        registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [_ib(sim), fallback]
+    )
     report = result.report.requests[0]
     ib, local = report.sources
     assert ib.status == "disconnected" and 0 < ib.used < 100 and ib.used + local.used == 100
@@ -153,35 +185,76 @@ def test_the_bar_still_forming_is_never_asked_for(registry, simulator):
 
 def test_forex_last_is_a_config_error_suggesting_mid(registry, simulator):
     sim = simulator()
-    result, _ = _fetch(registry, [{"bar_type": "EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL", "bars": 5,
-                                   "end": END, "price_precision": 5, "size_precision": 0}], [_ib(sim)])
+    result, _ = _fetch(
+        registry,
+        [
+            {
+                "bar_type": "EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL",
+                "bars": 5,
+                "end": END,
+                "price_precision": 5,
+                "size_precision": 0,
+            }
+        ],
+        [_ib(sim)],
+    )
     ib = result.report.requests[0].sources[0]
     assert ib.status == "config"
     assert "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL" in ib.error and "what_to_show" in ib.error
     assert sim.requests == []
-    result, _ = _fetch(registry, [{"bar_type": "EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL", "bars": 5,
-                                   "end": END}], [_ib(sim, what_to_show="MIDPOINT")])
+    result, _ = _fetch(
+        registry,
+        [{"bar_type": "EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL", "bars": 5, "end": END}],
+        [_ib(sim, what_to_show="MIDPOINT")],
+    )
     assert result.report.requests[0].injected == 5
 
 
 def test_explicit_contract_overrides_the_symbology(registry, simulator):
     sim = simulator()
-    result, _ = _fetch(registry, [{"bar_type": "APPLE.NASDAQ-1-MINUTE-LAST-EXTERNAL", "bars": 30, "end": END,
-                                   "contract": {"secType": "STK", "symbol": "AAPL", "exchange": "SMART",
-                                                "primaryExchange": "NASDAQ", "currency": "USD"}}], [_ib(sim)])
+    result, _ = _fetch(
+        registry,
+        [
+            {
+                "bar_type": "APPLE.NASDAQ-1-MINUTE-LAST-EXTERNAL",
+                "bars": 30,
+                "end": END,
+                "contract": {
+                    "secType": "STK",
+                    "symbol": "AAPL",
+                    "exchange": "SMART",
+                    "primaryExchange": "NASDAQ",
+                    "currency": "USD",
+                },
+            }
+        ],
+        [_ib(sim)],
+    )
     assert result.report.requests[0].injected == 30
     assert [str(i.id) for i in result.instruments] == ["APPLE.NASDAQ"]
 
 
-def test_200_requests_of_5_second_bars_across_10_instruments_without_a_pacing_violation(registry, simulator):
+def test_200_requests_of_5_second_bars_across_10_instruments_without_a_pacing_violation(
+    registry, simulator
+):
     scale = 0.002  # IB's 15 s / 2 s / 10 min windows become 30 ms / 4 ms / 1.2 s, in both
     sim = simulator(time_scale=scale)
     symbols = ["AAPL", "MSFT", "AMZN", "GOOG", "META", "NVDA", "TSLA", "NFLX", "INTC", "AMD"]
     # 20 hours of 5-second bars each: 20 requests of 3600 S, IB's longest for that bar size.
-    requests = [{"bar_type": f"{s}.NASDAQ-5-SECOND-LAST-EXTERNAL", "start": "2024-03-04T00:00:00Z",
-                 "end": "2024-03-04T20:00:00Z"} for s in symbols]
-    result, elapsed = _fetch(registry, requests, [_ib(sim, pacing_scale=scale, use_rth=False, timeout="60s")],
-                             deadline="90s")
+    requests = [
+        {
+            "bar_type": f"{s}.NASDAQ-5-SECOND-LAST-EXTERNAL",
+            "start": "2024-03-04T00:00:00Z",
+            "end": "2024-03-04T20:00:00Z",
+        }
+        for s in symbols
+    ]
+    result, elapsed = _fetch(
+        registry,
+        requests,
+        [_ib(sim, pacing_scale=scale, use_rth=False, timeout="60s")],
+        deadline="90s",
+    )
     assert sim.violations == []
     assert len(sim.requests) == 200
     assert all(r.injected == 20 * 720 for r in result.report.requests)
@@ -193,18 +266,38 @@ def test_200_requests_of_5_second_bars_across_10_instruments_without_a_pacing_vi
 
 def test_daily_bars_come_dated_yyyymmdd_and_land_on_utc_midnight(registry, simulator):
     sim = simulator()
-    result, _ = _fetch(registry, [{"bar_type": "AAPL.NASDAQ-1-DAY-LAST-EXTERNAL", "bars": 20,
-                                   "end": "2024-03-05T00:00:00Z"}], [_ib(sim)])
+    result, _ = _fetch(
+        registry,
+        [
+            {
+                "bar_type": "AAPL.NASDAQ-1-DAY-LAST-EXTERNAL",
+                "bars": 20,
+                "end": "2024-03-05T00:00:00Z",
+            }
+        ],
+        [_ib(sim)],
+    )
     bars = result.bars[next(iter(result.bars))]
-    assert len(bars) == 20 and [(r.bar_size, r.duration, r.format_date) for r in sim.requests] == [("1 day", "20 D", 1)]
+    assert len(bars) == 20 and [(r.bar_size, r.duration, r.format_date) for r in sim.requests] == [
+        ("1 day", "20 D", 1)
+    ]
     assert bars[-1].ts_event == 1709510400 * 10**9  # 2024-03-04T00:00:00Z, the last complete day
     assert all(b.ts_event % (86400 * 10**9) == 0 for b in bars)
 
 
 def test_weekly_bars_open_on_monday_as_the_adapter_dates_them(registry, simulator):
     sim = simulator()
-    result, _ = _fetch(registry, [{"bar_type": "EUR/USD.IDEALPRO-1-WEEK-MID-EXTERNAL", "bars": 8,
-                                   "end": "2024-03-04T00:00:00Z"}], [_ib(sim)])
+    result, _ = _fetch(
+        registry,
+        [
+            {
+                "bar_type": "EUR/USD.IDEALPRO-1-WEEK-MID-EXTERNAL",
+                "bars": 8,
+                "end": "2024-03-04T00:00:00Z",
+            }
+        ],
+        [_ib(sim)],
+    )
     bars = result.bars[next(iter(result.bars))]
     assert len(bars) == 8 and [r.bar_size for r in sim.requests] == ["1 week"]
     assert bars[-1].ts_event == 1708905600 * 10**9  # Monday 2024-02-26, the last complete week

@@ -30,9 +30,20 @@ def _recorded(shared) -> list[BarData]:
             row = json.loads(line)
             bar = BarData()
             # formatDate=2: the date arrives as epoch seconds of the bar start.
-            bar.date = str(int(datetime.fromisoformat(row["date"]).replace(tzinfo=RECORDING_TZ).timestamp()))
-            bar.open, bar.high, bar.low, bar.close = row["open"], row["high"], row["low"], row["close"]
-            bar.volume, bar.wap, bar.barCount = Decimal(str(row["volume"])), Decimal(str(row["average"])), row["barCount"]
+            bar.date = str(
+                int(datetime.fromisoformat(row["date"]).replace(tzinfo=RECORDING_TZ).timestamp())
+            )
+            bar.open, bar.high, bar.low, bar.close = (
+                row["open"],
+                row["high"],
+                row["low"],
+                row["close"],
+            )
+            bar.volume, bar.wap, bar.barCount = (
+                Decimal(str(row["volume"])),
+                Decimal(str(row["average"])),
+                row["barCount"],
+            )
             out.append(bar)
     return out
 
@@ -61,9 +72,18 @@ def _adapter_bars(recorded, instrument) -> list:
 def test_plugin_bars_equal_the_adapters_conversion_of_the_real_recording(shared, registry):
     recorded = _recorded(shared)
     with IBSimulator(Scenario(), recordings=shared / "ib") as sim:
-        doc = {"backfill": {"requests": [{"bar_type": AAPL, "start": "2021-01-05T12:00:00Z",
-                                          "end": "2021-01-06T03:00:00Z"}],
-                            "sources": [{"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False}]}}
+        doc = {
+            "backfill": {
+                "requests": [
+                    {
+                        "bar_type": AAPL,
+                        "start": "2021-01-05T12:00:00Z",
+                        "end": "2021-01-06T03:00:00Z",
+                    }
+                ],
+                "sources": [{"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False}],
+            }
+        }
         result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
     ours = result.bars[BarType.from_str(AAPL)]
     theirs = _adapter_bars(recorded, result.instruments[0])
@@ -71,7 +91,13 @@ def test_plugin_bars_equal_the_adapters_conversion_of_the_real_recording(shared,
     assert len(ours) == 405 and result.report.requests[0].accounted()
     for a, b in zip(ours, theirs, strict=True):
         assert a == b and a.ts_init == b.ts_init and a.is_revision == b.is_revision
-        assert (a.open, a.high, a.low, a.close, a.volume) == (b.open, b.high, b.low, b.close, b.volume)
+        assert (a.open, a.high, a.low, a.close, a.volume) == (
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume,
+        )
 
 
 HISTORIC_CLIENT = """
@@ -101,8 +127,12 @@ def test_nautilus_historic_ib_client_downloads_bars_and_an_instrument_from_the_s
     # NautilusTrader's own client, in a process of its own: it initializes logging, which a
     # process may do only once.
     with IBSimulator(Scenario(), recordings=shared / "ib") as sim:
-        proc = subprocess.run([sys.executable, "-c", HISTORIC_CLIENT, str(sim.port)],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-c", HISTORIC_CLIENT, str(sim.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["instruments"] == [["AAPL.NASDAQ", 2]]
