@@ -215,7 +215,7 @@ def test_store_cli_reads_s3_with_options_or_a_config_and_never_prints_the_secret
     import storework
     from nautilus_backfill.store import BarStore
 
-    fs, opts = s3
+    _fs, opts = s3
     url = "s3://backfill/cli"
     ts, values = storework.bars(0, 30)
     BarStore(url, opts).write(storework.BAR_TYPE, storework.STEP, ts, values, 5, 0, P.empty())
