@@ -307,3 +307,24 @@ def test_null_and_short_rows_are_counted_not_guessed(run, tmp_path):
     ]
     assert report.injected == 3
     assert report.dropped == {"non_finite": 1, "unparseable": 1}
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_null_prices_are_non_finite_on_the_fast_path_too(run, tmp_path, pretty):
+    out = tmp_path / "binance"
+    out.mkdir()
+    base = 1509836520000
+    rows = [[base + i * 60000, 1.0, 1.0, 1.0, 1.0, 1.0] for i in range(4)]
+    rows[2][4] = None
+    (out / "UNITTEST_BTC-1m.json").write_text(json.dumps(rows, indent=2 if pretty else None))
+    req = {
+        "bar_type": SPOT_1M,
+        "start": "2017-11-04T00:00:00Z",
+        "end": "2017-11-06T00:00:00Z",
+        "price_precision": 8,
+        "size_precision": 8,
+    }
+    report = run([req], [{"name": "ft", "plugin": "freqtrade", "path": str(out)}]).report.requests[
+        0
+    ]
+    assert report.injected == 3 and report.dropped == {"non_finite": 1}

@@ -22,6 +22,7 @@ from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceRe
 from nautilus_trader.model.data import BarType
 from nautilus_trader.model.enums import BarAggregation, PriceType
 from nautilus_trader.model.identifiers import InstrumentId
+from pyarrow import csv as pacsv
 
 # freqtrade's timeframe letters for the bar aggregations it has (ccxt's names).
 _UNITS = {
@@ -352,6 +353,13 @@ def _read_json(path: Path, gz: bool) -> tuple[pa.Array, list[pa.Array]]:
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(f"{path}: cannot read: {e}") from None
+    fast = _json_numbers(raw)
+    if fast is not None:
+        ms = fast.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
+        ts = _ms_to_ns(ms, ~np.isnan(ms), path)
+        # null is NaN, as pandas reads it (and as the row-by-row path gives it).
+        values = [pc.fill_null(fast.column(i), np.nan).combine_chunks() for i in range(1, 6)]
+        return ts, values
     try:
         rows = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
@@ -389,6 +397,41 @@ def _read_json(path: Path, gz: bool) -> tuple[pa.Array, list[pa.Array]]:
     ts = _ms_to_ns(arr[:, 0], ~bad, path)
     values = [pa.array(arr[:, i], mask=bad if bad.any() else None) for i in range(1, 6)]
     return ts, values
+
+
+def _json_numbers(raw: bytes) -> pa.Table | None:
+    # The common case, an array of six-number arrays, read as CSV text (many times faster
+    # than building Python lists). Anything else (strings, nesting, other widths, a time
+    # that is no integer) returns None and takes the exact row-by-row path.
+    body = raw.translate(None, b" \t\r\n")
+    if not (body.startswith(b"[[") and body.endswith(b"]]")):
+        return None
+    body = body[2:-2].replace(b"],[", b"\n")
+    if not body or b"[" in body or b"]" in body or b'"' in body:
+        return None
+    names = [f"c{i}" for i in range(6)]
+    types: dict[str, Any] = {k: pa.float64() for k in names}
+    types["c0"] = pa.int64()
+    bad: list[int] = []
+
+    def skip(_: Any) -> str:
+        bad.append(1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, null_values=["null"], strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    if bad or table.num_rows != body.count(b"\n") + 1:
+        return None
+    return table
 
 
 def _ms_to_ns(ms: np.ndarray, ok: np.ndarray, path: Path) -> pa.Array:
