@@ -84,6 +84,8 @@ class _Work:
     instruments: list[Any] = field(default_factory=list)
     # Answers of one request can arrive from several threads (spans, partial pieces).
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Per source index, the open times of bars rounded to the precision.
+    rounded_at: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
 
 def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> BarRequest:
@@ -655,7 +657,8 @@ class Backfill:
             attempt.error = f"strict source rejected: {reasons}"
             report.dropped["source_rejected"] += len(checked.bars)
             return
-        report.rounded += checked.rounded
+        if checked.rounded:
+            w.rounded_at.setdefault(index, []).append(checked.rounded_at)
         # The store's bars may have holes only its record of answered intervals can tell.
         cover = not (self.config.store is not None and index == 0)
         report.dropped.update(layered.add(checked.bars, index, req.step_ns, span, cover))
@@ -750,9 +753,13 @@ class Backfill:
             except Exception as e:  # validation should prevent it; never count such bars injected
                 report.dropped["not_converted"] += len(bars)
                 report.error = f"converting to Bar: {type(e).__name__}: {e}"
-                origin = origin[:0]
+                bars, origin = bars.take(slice(0, 0)), origin[:0]
         if cfg.end is None and len(bars):
             report.stale = self._staleness(req, cfg, int(bars.ts_open[-1]) + req.step_ns)
+        # Rounded bars are counted among those injected only, never among dropped ones.
+        for i, parts in w.rounded_at.items():
+            mine = bars.ts_open[origin == i]
+            report.rounded += int(np.isin(mine, np.concatenate(parts)).sum())
         used = np.bincount(origin.astype(np.int64), minlength=len(report.sources))
         for i, attempt in enumerate(report.sources):
             attempt.used = int(used[i])

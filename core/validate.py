@@ -47,6 +47,8 @@ class Validated:
         Valid bars with at least one value changed by rounding.
     examples : list[str]
         Up to a few ``reason: file:row`` lines per reason, for the report.
+    rounded_at : np.ndarray
+        The open times of the rounded valid bars, so a report can count those injected.
 
     """
 
@@ -54,6 +56,7 @@ class Validated:
     dropped: Counter[str] = field(default_factory=Counter)
     rounded: int = 0
     examples: list[str] = field(default_factory=list)
+    rounded_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def invalid(self) -> int:
@@ -295,6 +298,7 @@ def validate(
     valid = reason == 0
     if valid.all() and (n < 2 or bool((ts[1:] > ts[:-1]).all())):
         n_rounded = int(changed.sum())  # all valid and already in order: nothing to select
+        rounded_at = ts[changed] if n_rounded else ts[:0]
     else:
         # Sort valid rows by open time (stable, so file order breaks ties); keep the first.
         ok = np.flatnonzero(valid)
@@ -308,6 +312,7 @@ def validate(
             ok = ok[~repeat]
         bars = bars.take(ok)
         n_rounded = int(changed[ok].sum())
+        rounded_at = ts[ok][changed[ok]] if n_rounded else ts[:0]
     dropped: Counter[str] = Counter()
     examples: list[str] = []
     codes, counts = np.unique(reason[reason > 0], return_counts=True)
@@ -318,4 +323,4 @@ def validate(
             first = np.flatnonzero(reason == code)[:MAX_EXAMPLES]
             why = _explain(name, request)
             examples.extend(f"{name}: {w}{why}" for w in _where(table, first))
-    return Validated(bars, dropped, n_rounded, examples)
+    return Validated(bars, dropped, n_rounded, examples, rounded_at)

@@ -265,3 +265,19 @@ def test_the_node_log_warning_for_a_stale_request_says_why_and_how_to_fix(regist
     line = shortfall(r)
     assert line.startswith(f"{BAR} is STALE: newest bar closed 2012-02-23T")
     assert "check the sources are current, or raise backfill.max_age" in line
+
+
+def test_rounded_counts_injected_bars_only(registry, tmp_path):
+    from nautilus_trader.cache.config import CacheConfig
+
+    start = 1_704_067_200 * 10**9
+    rows = [f"{start + MIN * i},1.234,1.234,1.234,1.234,1" for i in range(1000)]
+    (tmp_path / "a.csv").write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    window = {"start": "2024-01-01T00:00:00Z", "end": "2024-01-02T00:00:00Z", "price_precision": 2, "size_precision": 0}
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": BAR, **window}], "on_capacity": "truncate",
+                                         "sources": [{"name": "a", "plugin": "csv", "path": str(tmp_path / "a.csv")}]}},
+                           registry=registry)
+    cache = Cache(config=CacheConfig(bar_capacity=10))
+    r = Backfill(cfg, registry=registry).fetch(cache=cache).report.requests[0]
+    assert r.injected == 10 and r.dropped["over_capacity"] == 990
+    assert r.rounded == 10  # not the 1000 the source gave
