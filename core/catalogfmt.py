@@ -294,6 +294,16 @@ def _all_inside(dataset: ds.Dataset, column: str, lower: Any, upper: Any) -> boo
         return False
 
 
+def uint64_bound(ns: int) -> pa.Scalar:
+    """
+    Return a UNIX-ns bound as a ``uint64`` scalar for `scan`, clamped, never wrapped.
+
+    A window that starts before 1970 (or ends past uint64) would otherwise raise, or wrap to
+    a bound on the far side of the data.
+    """
+    return pa.scalar(min(max(int(ns), 0), 2**64 - 1), pa.uint64())
+
+
 def newest(table: pa.Table, limit: int | None, column: str = "ts") -> pa.Table:
     """Keep the newest `limit` rows by `column` (and every row whose time is null)."""
     if limit is None or table.num_rows <= limit:

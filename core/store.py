@@ -49,6 +49,7 @@ from nautilus_backfill.catalogfmt import (
     nautilus_bar_schema,
     newest,
     scan,
+    uint64_bound,
 )
 from nautilus_backfill.config import SourceConfig
 from nautilus_backfill.errors import BackfillError, SourceError
@@ -534,7 +535,7 @@ class BarStore:
         dataset = ds.dataset([f.path for f in files], format="parquet", filesystem=self.fs)
         for fragment in dataset.get_fragments():
             check_bar_schema(fragment.physical_schema, fragment.path)
-        table = scan(dataset, "ts_init", span, step_ns, step_ns, _uint64)
+        table = scan(dataset, "ts_init", span, step_ns, step_ns, uint64_bound)
         meta = dataset.schema.metadata or {}
         price = int(meta.get(b"price_precision", b"-1"))
         size = int(meta.get(b"size_precision", b"-1"))
@@ -748,7 +749,7 @@ class BarStore:
             old = [f for f in self.files(bar_type) if f.first - step_ns < before_ns]
             for f, table in zip(*self._load(bar_type, old), strict=True):
                 keep = table.filter(
-                    pa.compute.greater_equal(table["ts_event"], _uint64(max(before_ns, 0)))
+                    pa.compute.greater_equal(table["ts_event"], uint64_bound(max(before_ns, 0)))
                 )
                 removed += table.num_rows - keep.num_rows
                 if keep.num_rows:
@@ -970,11 +971,6 @@ class BarStore:
                     with store_lock(self.fs, folder, self.local, self.lock_wait_s or 5.0):
                         self._save_answered(folder, name, P.empty(), 0, None)
         return [self.redacted(p) for p in problems]
-
-
-def _uint64(v: int) -> pa.Scalar:
-    # Bounds outside what uint64 holds are clamped rather than wrapped.
-    return pa.scalar(min(max(int(v), 0), 2**64 - 1), pa.uint64())
 
 
 def _values(table: pa.Table) -> np.ndarray:
