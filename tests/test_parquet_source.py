@@ -20,10 +20,22 @@ def test_nautilus_bar_files_decode_where_nautilus_own_reader_fails(shared, run, 
 
     path = shared / "parquet" / f"nautilus-{bits}bit-bars.parquet"
     with pytest.raises(TypeError, match="rows_per_group"):
-        ArrowSerializer.deserialize(data_cls=__import__("nautilus_trader.model.data", fromlist=["Bar"]).Bar,
-                                    batch=pq.read_table(path))
-    result = run([REQ], [{"name": "pq", "plugin": "parquet", "path": str(path),
-                          "timestamp_column": "ts_event", "timestamp_is": "open"}])
+        ArrowSerializer.deserialize(
+            data_cls=__import__("nautilus_trader.model.data", fromlist=["Bar"]).Bar,
+            batch=pq.read_table(path),
+        )
+    result = run(
+        [REQ],
+        [
+            {
+                "name": "pq",
+                "plugin": "parquet",
+                "path": str(path),
+                "timestamp_column": "ts_event",
+                "timestamp_is": "open",
+            }
+        ],
+    )
     (bars,) = result.bars.values()
     table = pq.read_table(path)
     assert len(bars) == table.num_rows == 10
@@ -38,7 +50,15 @@ def test_both_layouts_give_identical_bars(shared, run):
     out = []
     for bits in ("64", "128"):
         path = shared / "parquet" / f"nautilus-{bits}bit-bars.parquet"
-        out.append(next(iter(run([REQ], [{"name": "pq", "plugin": "parquet", "path": str(path)}]).bars.values())))
+        out.append(
+            next(
+                iter(
+                    run(
+                        [REQ], [{"name": "pq", "plugin": "parquet", "path": str(path)}]
+                    ).bars.values()
+                )
+            )
+        )
     assert out[0] == out[1]
     # Precision came from the file's metadata: the request set none.
     assert out[0][0].open.precision == 8
@@ -48,7 +68,10 @@ def test_catalog_folder_layout_is_found_by_bar_type(shared, run, tmp_path):
     folder = tmp_path / "catalog" / "data" / "bar" / ADA
     folder.mkdir(parents=True)
     shutil.copy(shared / "parquet" / "nautilus-128bit-bars.parquet", folder / "part-0.parquet")
-    result = run([dict(REQ, start=None, bars=4)], [{"name": "cat", "plugin": "parquet", "path": str(tmp_path / "catalog")}])
+    result = run(
+        [dict(REQ, start=None, bars=4)],
+        [{"name": "cat", "plugin": "parquet", "path": str(tmp_path / "catalog")}],
+    )
     assert result.report.requests[0].injected == 4
     assert result.report.requests[0].sources[0].received == 4
 
@@ -56,7 +79,9 @@ def test_catalog_folder_layout_is_found_by_bar_type(shared, run, tmp_path):
 def _plain(tmp_path, n=5000, row_group=500):
     ts = pd.date_range("2024-01-01", periods=n, freq="1min", tz="UTC")
     price = 100 + np.arange(n) / 100
-    table = pa.table({"time": ts, "o": price, "h": price + 1, "l": price - 1, "c": price, "vol": np.ones(n)})
+    table = pa.table(
+        {"time": ts, "o": price, "h": price + 1, "l": price - 1, "c": price, "vol": np.ones(n)}
+    )
     path = tmp_path / "plain.parquet"
     pq.write_table(table, path, row_group_size=row_group)
     return path
@@ -64,10 +89,28 @@ def _plain(tmp_path, n=5000, row_group=500):
 
 def test_plain_parquet_with_column_map_filters_to_the_window(run, tmp_path):
     path = _plain(tmp_path)
-    src = [{"name": "p", "plugin": "parquet", "path": str(path),
-            "columns": {"timestamp": "time", "open": "o", "high": "h", "low": "l", "close": "c", "volume": "vol"}}]
-    req = {"bar_type": "X.Y-1-MINUTE-LAST-EXTERNAL", "start": "2024-01-02T00:00:00Z",
-           "end": "2024-01-02T01:00:00Z", "price_precision": 2, "size_precision": 0}
+    src = [
+        {
+            "name": "p",
+            "plugin": "parquet",
+            "path": str(path),
+            "columns": {
+                "timestamp": "time",
+                "open": "o",
+                "high": "h",
+                "low": "l",
+                "close": "c",
+                "volume": "vol",
+            },
+        }
+    ]
+    req = {
+        "bar_type": "X.Y-1-MINUTE-LAST-EXTERNAL",
+        "start": "2024-01-02T00:00:00Z",
+        "end": "2024-01-02T01:00:00Z",
+        "price_precision": 2,
+        "size_precision": 0,
+    }
     result = run([req], src)
     report = result.report.requests[0]
     assert report.injected == 60 and report.sources[0].received == 60
@@ -77,12 +120,20 @@ def test_plain_parquet_with_column_map_filters_to_the_window(run, tmp_path):
 
 def test_plain_parquet_missing_column_is_named(run, tmp_path):
     path = _plain(tmp_path)
-    req = {"bar_type": "X.Y-1-MINUTE-LAST-EXTERNAL", "bars": 5, "price_precision": 2, "size_precision": 0,
-           "end": "2024-01-03T00:00:00Z"}
+    req = {
+        "bar_type": "X.Y-1-MINUTE-LAST-EXTERNAL",
+        "bars": 5,
+        "price_precision": 2,
+        "size_precision": 0,
+        "end": "2024-01-03T00:00:00Z",
+    }
     report = run([req], [{"name": "p", "plugin": "parquet", "path": str(path)}]).report.requests[0]
     assert report.sources[0].status == "error"
     # Its timestamp column `time` is found by name; the prices are not.
-    assert "column 'open' (columns.open) not found; the file has: time, o, h, l, c, vol" in report.sources[0].error
+    assert (
+        "column 'open' (columns.open) not found; the file has: time, o, h, l, c, vol"
+        in report.sources[0].error
+    )
 
 
 def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
@@ -106,6 +157,13 @@ def test_count_mode_reads_only_the_tail_row_groups(tmp_path):
 def test_a_nautilus_bar_file_is_never_served_as_another_bar_type(shared, run):
     path = shared / "parquet" / "nautilus-64bit-bars.parquet"  # ADABTC 1-minute bars
     other = dict(REQ, bar_type="ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL")
-    source = run([other], [{"name": "pq", "plugin": "parquet", "path": str(path)}]).report.requests[0].sources[0]
+    source = (
+        run([other], [{"name": "pq", "plugin": "parquet", "path": str(path)}])
+        .report.requests[0]
+        .sources[0]
+    )
     assert source.status == "error"
-    assert "holds ADABTC.BINANCE-1-MINUTE-LAST-EXTERNAL bars, not ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL" in source.error
+    assert (
+        "holds ADABTC.BINANCE-1-MINUTE-LAST-EXTERNAL bars, not ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL"
+        in source.error
+    )
