@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from nautilus_backfill.aggregate import AggregationOptions
 from nautilus_backfill.errors import ConfigError
 from nautilus_backfill.timeutil import DAY_NS, bar_step_ns, now_ns, parse_duration, parse_time
 from nautilus_trader.common.config import NautilusConfig, NonNegativeInt, PositiveInt
@@ -28,6 +29,17 @@ ON_CAPACITY = ("fail", "truncate")
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> None:
     if value not in allowed:
         raise ValueError(f"{what}: must be one of {', '.join(allowed)}, was '{value}'")
+
+
+def _composite(bar_type: BarType) -> None:
+    from nautilus_backfill.aggregate import interval_ns
+
+    source = bar_type.composite()
+    try:
+        interval_ns(bar_type)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    bar_step_ns(source)
 
 
 def _max_age(value: str) -> None:
@@ -114,6 +126,8 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         except ValueError as e:
             raise ValueError(f"bar_type: invalid bar type '{self.bar_type}': {e}") from None
         _field("bar_type", bar_step_ns, bar_type)
+        if bar_type.is_composite():
+            _field("bar_type", _composite, bar_type)
         if (self.bars is None) == (self.start is None):
             raise ValueError("bars: set exactly one of `bars` or `start`")
         if self.bars is not None and self.bars > MAX_BARS:
@@ -216,6 +230,10 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
         request ``stale`` (a warning, and a failure under ``on_insufficient = "fail"``).
         ``"auto"`` allows 4 days for intraday bars (a weekend and a holiday), 7 for daily and
         21 for weekly bars; ``"off"`` disables the check; or a duration such as ``"2h"``.
+    aggregation : AggregationOptions, optional
+        How composite bar types are aggregated: ``DataEngineConfig``'s ``time_bars_*`` keys,
+        as a ``[backfill.aggregation]`` table. ``inject(node)`` takes them from the node's
+        ``DataEngineConfig`` instead; NautilusTrader's defaults otherwise.
 
     """
 
@@ -230,6 +248,7 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
     store_options: dict[str, str | int | float | bool] | None = None
     keep: str | None = None
     max_age: str = "auto"
+    aggregation: AggregationOptions | None = None
 
     def __post_init__(self) -> None:
         _field("deadline", parse_duration, self.deadline)
@@ -257,13 +276,23 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
                 )
         seen: dict[str, int] = {}
         for i, request in enumerate(self.requests):
-            key = str(BarType.from_str(request.bar_type))
-            if key in seen:
-                raise ValueError(
-                    f"requests[{i}].bar_type: '{request.bar_type}' is also requests[{seen[key]}]; "
-                    "request each bar type once"
-                )
-            seen[key] = i
+            bar_type = BarType.from_str(request.bar_type)
+            # A composite request fetches (and injects) its source bars: the same bars twice
+            # would be injected twice.
+            keys = [str(bar_type)]
+            if bar_type.is_composite():
+                keys = [str(bar_type.standard()), str(bar_type.composite())]
+            for key in keys:
+                if key in seen:
+                    raise ValueError(
+                        f"requests[{i}].bar_type: '{request.bar_type}' means bars of {key}, "
+                        f"also requested by requests[{seen[key]}]; request each bar type once "
+                        "(a composite request injects its source bars too)"
+                    )
+                seen[key] = i
+        if self.aggregation is not None:
+            for problem in self.aggregation.check():
+                raise ValueError(f"aggregation.{problem}")
 
     def max_age_s(self, request: BarRequestConfig, step_ns: int) -> float | None:
         """

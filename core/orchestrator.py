@@ -14,6 +14,16 @@ from typing import Any
 import numpy as np
 import portion as P
 import pyarrow.compute as pc
+from nautilus_backfill.aggregate import (
+    AggregationOptions,
+    aggregate,
+    composite_bars,
+    interval_ns,
+    live_delay_note,
+    options_of,
+    source_bar_type,
+    source_bars_needed,
+)
 from nautilus_backfill.answer import conform
 from nautilus_backfill.bararrays import BarArrays
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
@@ -25,6 +35,7 @@ from nautilus_backfill.progress import Progress, ProgressTracker
 from nautilus_backfill.registry import SourceRegistry, default_registry
 from nautilus_backfill.report import (
     BackfillReport,
+    CompositeReport,
     RequestReport,
     SourceAttempt,
     log_progress,
@@ -79,6 +90,7 @@ class _Work:
     req: BarRequest
     cfg: BarRequestConfig
     report: RequestReport
+    target: BarType | None = None  # the composite bar type, aggregated from req's bars
     layered: Layered = field(default_factory=Layered)
     precision: _Precision = field(default_factory=_Precision)
     instruments: list[Any] = field(default_factory=list)
@@ -86,6 +98,18 @@ class _Work:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Per source index, the open times of bars rounded to the precision.
     rounded_at: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, cfg: BarRequestConfig, index: int, now: int, attempts: list[SourceAttempt]
+    ) -> _Work:
+        req = build_request(cfg, index, now)
+        bar_type = BarType.from_str(cfg.bar_type)
+        report = RequestReport(cfg.bar_type, req.count, sources=attempts)
+        if not bar_type.is_composite():
+            return cls(req, cfg, report)
+        report.composite = CompositeReport(str(bar_type.standard()), cfg.bars)
+        return cls(req, cfg, report, target=bar_type)
 
 
 def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> BarRequest:
@@ -104,12 +128,20 @@ def build_request(cfg: BarRequestConfig, index: int, now: int | None = None) -> 
     Returns
     -------
     BarRequest
+        For a composite bar type, the request for its source bars (in count mode, as many as
+        the composite bars need).
 
     """
     bar_type = BarType.from_str(cfg.bar_type)
     end = parse_time(cfg.end) if cfg.end is not None else (now if now is not None else now_ns())
     start = parse_time(cfg.start) if cfg.start is not None else None
-    return BarRequest(bar_type, bar_step_ns(bar_type), end, start, cfg.bars, index, cfg.contract)
+    count = cfg.bars
+    if bar_type.is_composite():
+        # Sources are asked for the bars the composite ones are aggregated from.
+        target, bar_type = bar_type, source_bar_type(bar_type)
+        if count is not None:
+            count = source_bars_needed(count, interval_ns(target), bar_step_ns(bar_type))
+    return BarRequest(bar_type, bar_step_ns(bar_type), end, start, count, index, cfg.contract)
 
 
 class Backfill:
@@ -246,6 +278,7 @@ class Backfill:
         cache: Any = None,
         on_request_done: Callable[[RequestReport], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        aggregation: AggregationOptions | None = None,
     ) -> FetchResult:
         """
         Run fetch, validate, dedupe and merge for every request, and convert to bars.
@@ -260,6 +293,9 @@ class Backfill:
         on_progress : Callable[[Progress], None], optional
             Called from any thread as calls finish and rows arrive, with the stage's counts and
             an estimate of the time left.
+        aggregation : AggregationOptions, optional
+            How composite bar types are aggregated; ``[backfill.aggregation]`` (or
+            NautilusTrader's defaults) when omitted. ``inject(node)`` passes the node's.
 
         Returns
         -------
@@ -273,13 +309,9 @@ class Backfill:
         store = self._open_store(context)
         sources, source_errors = self._open_sources(context, store)
         work = [
-            _Work(
-                build_request(cfg, i, now),
-                cfg,
-                RequestReport(cfg.bar_type, cfg.bars, sources=self._attempts()),
-            )
-            for i, cfg in enumerate(self.config.requests)
+            _Work.of(cfg, i, now, self._attempts()) for i, cfg in enumerate(self.config.requests)
         ]
+        options = aggregation or self.config.aggregation or AggregationOptions()
         for w in work:
             w.precision = _precision(w.req, w.cfg, cache)
         writers = np.array(
@@ -293,6 +325,7 @@ class Backfill:
             dtype=np.int64,
         )
         results: dict[int, tuple[BarType, list[Bar]]] = {}
+        composite: dict[int, tuple[BarType, list[Bar]]] = {}
         try:
             # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
             # asked only for what the sources before it left missing.
@@ -303,6 +336,11 @@ class Backfill:
                 if store is not None:
                     self._write_through(w, store, deadline_at, writers)
                 results[w.req.index] = (w.req.bar_type, self._finish(w, cache))
+                if w.target is not None:
+                    composite[w.req.index] = (
+                        w.target.standard(),
+                        self._aggregate(w, options, cache),
+                    )
                 if on_request_done is not None:
                     on_request_done(w.report)
 
@@ -320,6 +358,7 @@ class Backfill:
         reports = [w.report for w in work]
         report = BackfillReport(reports, time.monotonic() - started, self.config.on_insufficient)
         bars = {bt: b for _, (bt, b) in sorted(results.items()) if b}
+        bars.update({bt: b for _, (bt, b) in sorted(composite.items()) if b})
         instruments = [i for w in work for i in w.instruments]
         return FetchResult(bars, report, instruments)
 
@@ -351,7 +390,19 @@ class Backfill:
         """
         cache = cache_of(target)
         node = target if hasattr(target, "trader") and hasattr(target, "kernel") else None
-        result = self.fetch(cache=cache, on_progress=log_progress() if node is not None else None)
+        options = None
+        composite = any(BarType.from_str(r.bar_type).is_composite() for r in self.config.requests)
+        if node is not None and composite:
+            options = options_of(node)
+        result = self.fetch(
+            cache=cache,
+            on_progress=log_progress() if node is not None else None,
+            aggregation=options,
+        )
+        if options is not None:
+            for r in result.report.requests:
+                if r.composite is not None:
+                    r.composite.note = live_delay_note(options, BarType.from_str(r.bar_type))
         for instrument in result.instruments:
             if cache.instrument(instrument.id) is None:
                 cache.add_instrument(instrument)
@@ -360,7 +411,11 @@ class Backfill:
         if node is not None:
             log_report(result.report)
             if self.config.warm_up:
-                WarmUp.of(node).add(BarType.from_str(r.bar_type) for r in self.config.requests)
+                WarmUp.of(node).add(
+                    t
+                    for r in self.config.requests
+                    for t in _injected_types(BarType.from_str(r.bar_type))
+                )
         if not result.report.ok:
             raise InsufficientHistoryError(result.report)
         return result.report
@@ -769,6 +824,42 @@ class Backfill:
         report.first, report.last = out[0].ts_event, out[-1].ts_event
         return out
 
+    def _aggregate(self, w: _Work, options: AggregationOptions, cache: Any) -> list[Bar]:
+        # Composite bars from the merged source bars, as the live aggregator would build them.
+        assert w.target is not None and w.report.composite is not None
+        report, bars, precision = w.report.composite, w.layered.bars, w.precision
+        if not len(bars) or precision.price is None or precision.size is None:
+            return []
+        try:
+            built, drops = aggregate(
+                bars,
+                w.req.step_ns,
+                w.target,
+                options,
+                w.req.end_ns,
+                size_precision=precision.size,
+                count=w.cfg.bars,
+            )
+            if cache is not None and len(built):
+                standard = w.target.standard()
+                latest = cache.bar(standard)
+                if latest is not None:  # add_bars would skip these silently
+                    fresh = built.ts_init > latest.ts_init
+                    drops["already_cached"] += int((~fresh).sum())
+                    built = built.take(np.flatnonzero(fresh))
+                if len(built) > cache.bar_capacity:
+                    drops["over_capacity"] += len(built) - cache.bar_capacity
+                    built = built.take(slice(len(built) - cache.bar_capacity, None))
+            out = composite_bars(built, w.target, precision.price, precision.size)
+        except Exception as e:  # never expected; the source bars are still injected
+            w.report.error = f"aggregating {w.target}: {type(e).__name__}: {e}"
+            return []
+        report.dropped.update(drops)
+        report.built = len(out)
+        if out:
+            report.first, report.last = out[0].ts_event, out[-1].ts_event
+        return out
+
     def _staleness(self, req: BarRequest, cfg: BarRequestConfig, close: int) -> str | None:
         # Only a request that ends now can be stale: `end` set means the user chose the window.
         limit = self.config.max_age_s(cfg, req.step_ns)
@@ -782,6 +873,12 @@ class Backfill:
             f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
             f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
         )
+
+
+def _injected_types(bar_type: BarType) -> list[BarType]:
+    if bar_type.is_composite():
+        return [bar_type.composite(), bar_type.standard()]
+    return [bar_type]
 
 
 def _store_plan(store: StoreSource, req: BarRequest) -> list[str]:

@@ -76,6 +76,60 @@ class SourceAttempt:
 
 
 @dataclass
+class CompositeReport:
+    """
+    The composite bars a request aggregated from its source bars.
+
+    Parameters
+    ----------
+    bar_type : str
+        The bar type the bars carry (the composite type's standard form, as the live
+        aggregator's bars do).
+    wanted : int | None
+        Composite bars asked for (None in time mode).
+    built : int
+        Composite bars injected.
+    dropped : Counter[str]
+        Composite bars not built: ``incomplete`` (a first interval the source bars do not
+        cover, or the one still forming at the end), ``outside_window`` (beyond the count).
+    first : int | None
+        The first composite bar's ``ts_event``.
+    last : int | None
+        The last composite bar's ``ts_event``.
+    note : str | None
+        A warning about the live aggregator's settings, when they differ from the backfill's.
+
+    """
+
+    bar_type: str
+    wanted: int | None
+    built: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    first: int | None = None
+    last: int | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form.
+
+        Returns
+        -------
+        dict[str, Any]
+
+        """
+        return {
+            "bar_type": self.bar_type,
+            "wanted": self.wanted,
+            "built": self.built,
+            "first": format_ns(self.first),
+            "last": format_ns(self.last),
+            "dropped": dict(sorted(self.dropped.items())),
+            "note": self.note,
+        }
+
+
+@dataclass
 class RequestReport:
     """
     The outcome of one bar request.
@@ -108,6 +162,9 @@ class RequestReport:
         New bars written to the store.
     stale : str | None
         Why the newest bar is too old for a request that ends now, if it is.
+    composite : CompositeReport | None
+        For a composite bar type: the bars aggregated from the source bars this report
+        otherwise counts.
 
     """
 
@@ -124,6 +181,7 @@ class RequestReport:
     examples: list[str] = field(default_factory=list)
     stored: int = 0
     stale: str | None = None
+    composite: CompositeReport | None = None
 
     @property
     def received(self) -> int:
@@ -150,10 +208,13 @@ class RequestReport:
         str
 
         """
-        if self.error is not None or self.injected == 0:
+        c = self.composite
+        if self.error is not None or self.injected == 0 or (c is not None and c.built == 0):
             return "failed"
         if self.stale is not None:
             return "stale"
+        if c is not None:
+            return "short" if c.wanted is not None and c.built < c.wanted else "ok"
         if self.wanted is not None and self.injected < self.wanted:
             return "short"
         return "ok"
@@ -203,6 +264,7 @@ class RequestReport:
             "rounded": self.rounded,
             "stored": self.stored,
             "stale": self.stale,
+            "composite": None if self.composite is None else self.composite.to_dict(),
             "error": self.error,
             "examples": self.examples,
         }
@@ -309,6 +371,18 @@ class BackfillReport:
                 lines.append(f"  gap       {format_ns(a) or 'before'} .. {format_ns(b)}")
             if len(r.gaps) > 5:
                 lines.append(f"  gap       ... {len(r.gaps) - 5} more")
+            c = r.composite
+            if c is not None:
+                lines.append(
+                    f"  composite {c.built} of {c.wanted or 'all'} {c.bar_type} bars built from "
+                    f"the source bars above"
+                    + (f" ({format_ns(c.first)} .. {format_ns(c.last)})" if c.first else "")
+                )
+                if c.dropped:
+                    drops = ", ".join(f"{k} {v}" for k, v in sorted(c.dropped.items()))
+                    lines.append(f"            not built: {drops}")
+                if c.note:
+                    lines.append(f"  note      {c.note}")
             if r.stale:
                 lines.append(f"  stale     {r.stale}")
             if r.error:
