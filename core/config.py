@@ -283,6 +283,11 @@ class BackfillConfig(NautilusConfig, frozen=True, kw_only=True):
             if bar_type.is_composite():
                 keys = [str(bar_type.standard()), str(bar_type.composite())]
             for key in keys:
+                if key in seen and key == request.bar_type:
+                    raise ValueError(
+                        f"requests[{i}].bar_type: '{key}' is also requests[{seen[key]}]; "
+                        "request each bar type once"
+                    )
                 if key in seen:
                     raise ValueError(
                         f"requests[{i}].bar_type: '{request.bar_type}' means bars of {key}, "
