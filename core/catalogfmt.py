@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from nautilus_backfill.errors import SourceError
-from nautilus_backfill.source import Span
+
+if TYPE_CHECKING:  # source imports config, which may import modules that import this one
+    from nautilus_backfill.source import Span
 
 # NautilusTrader's fixed-point scales: 9 decimals in 64-bit builds, 16 in 128-bit ones.
 _SCALE = {8: 1e9, 16: 1e16}

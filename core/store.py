@@ -475,7 +475,8 @@ class BarStore:
         Returns
         -------
         bool
-            False if another writer held the lock (nothing was changed).
+            False if the lock was held by another writer or could not be taken (a store this
+            process may only read): the repair is left to a later open.
 
         """
         bad = list(bad)
@@ -485,7 +486,9 @@ class BarStore:
         try:
             with store_lock(self.fs, folder, self.local, wait_s):
                 self._repair(bar_type, bad)
-        except StoreLockTimeout:
+        except (StoreLockTimeout, OSError):
+            # Another writer holds the lock, or the store is read-only to this process: this
+            # read still reads right (it skips what it cannot use); a later open repairs.
             return False
         return True
 
@@ -505,8 +508,9 @@ class BarStore:
 
         """
         self.heal(bar_type, wait_s=REPAIR_WAIT_S)
-        for attempt in range(4):
-            files = self.files(bar_type)
+        skip: set[str] = set()  # unusable files this read leaves out, moved aside or not
+        for _ in range(4):
+            files = [f for f in self.files(bar_type) if f.path not in skip]
             if span.start is not None:
                 files = [f for f in files if f.last >= span.start + step_ns]
             files = [f for f in files if f.first <= span.end]
@@ -518,15 +522,12 @@ class BarStore:
                 continue  # a writer replaced a file between the listing and the read
             except Exception:  # find the file that fails, move it aside, read the rest
                 bad = [(f.path, p) for f in files if (p := self._file_problem(f.path, True))]
-                if not bad or attempt == 3:
+                if not bad:
                     raise
+                skip |= {path for path, _ in bad}
                 if not self.heal(bar_type, bad, wait_s=REPAIR_WAIT_S):
                     for path, why in bad:
-                        self._note(f"{path}: {why}; skipped (another writer holds the lock)")
-                    files = [f for f in files if f.path not in {p for p, _ in bad}]
-                    if files:
-                        return self._read_files(files, step_ns, span)
-                    break
+                        self._note(f"{path}: {why}; skipped (it could not be moved aside now)")
         return pa.table({n: [] for n in BAR_SCHEMA.names}, schema=BAR_SCHEMA), -1, -1
 
     def _read_files(

@@ -464,3 +464,42 @@ def test_a_float_ohlcv_file_in_a_catalog_folder_is_refused_by_the_parquet_source
     # catalogfmt.check_bar_files on its dataset.
     assert report.injected == 0 and attempt.status == "error", attempt
     assert "type double" in attempt.error and "fixed_size_binary" in attempt.error
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only view of a folder (a bind mount; file modes do not stop root)."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    yield source, view
+
+    subprocess.run(["umount", str(view)], check=False, capture_output=True)
+
+
+def _mount_read_only(source, view):
+    steps = [
+        ["mount", "--bind", str(source), str(view)],
+        ["mount", "-o", "remount,ro,bind", str(view)],
+    ]
+    for step in steps:
+        if subprocess.run(step, capture_output=True).returncode != 0:
+            pytest.skip("a read-only bind mount needs root")
+
+
+def test_a_store_this_process_may_only_read_is_read_right_despite_damage(read_only):
+    source, view = read_only
+    store = BarStore(str(source / "store"))
+    _file(store, 0, 100)
+    _file(store, 200, 50)
+    _file(store, 200, 10)  # what a killed merge leaves: read twice by NautilusTrader
+    folder = store.folder(BT)
+    (victim,) = [f.path for f in store.files(BT) if f.first == storework.bars(0, 1)[0][0] + STEP]
+    with open(victim, "r+b") as f:
+        f.truncate(100)
+    _mount_read_only(source, view)
+    reader = BarStore(str(view / "store"))
+    table, _, _ = reader.read(BT, STEP, Span(None, (T + 10**6) * 10**9))
+    assert table.column("ts").to_pylist() == storework.bars(200, 50)[0].tolist()
+    assert any("skipped" in n and "unreadable" in n for n in reader.take_notes())
+    assert os.path.exists(victim) and len(os.listdir(folder)) >= 3  # nothing changed
