@@ -266,3 +266,38 @@ def test_a_gateway_that_never_answers_the_handshake_prints_nothing_but_the_repor
     proc = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert "no answer to the API handshake within 1s" in proc.stdout
     assert proc.stderr == ""  # ibapi's "Disconnected; resetting connection" stays in its logger
+
+
+def test_each_whole_chunk_is_handed_over_as_it_is_collected(simulator):
+    from pathlib import Path
+
+    from nautilus_backfill.config import BarRequestConfig
+    from nautilus_backfill.orchestrator import build_request
+    from nautilus_backfill.plugins.ib import IBBarSource, IBSourceConfig
+    from nautilus_backfill.source import SourceContext, Span
+
+    sim = simulator(fail_after=2, fail_with="stall")
+    config = IBSourceConfig(name="ib", plugin="ib", port=sim.port, use_rth=False, timeout="60s")
+    source = IBBarSource(config, SourceContext(Path(".")))
+    request = build_request(BarRequestConfig(**_five_second()), 0)
+    pieces = []
+    started = time.monotonic()
+    span = Span(
+        request.start_ns,
+        request.end_ns,
+        deadline=started + 1.5,
+        partial=lambda result, start, end: pieces.append((result.table.num_rows, start, end)),
+    )
+    try:
+        result = source.fetch(request, span)
+    finally:
+        source.close()
+    hour = 3600 * 10**9
+    # The two answered hours went to the host before the call ended, each with its window;
+    # the final answer holds no row twice and says what is missing.
+    assert pieces == [
+        (720, request.end_ns - hour, request.end_ns),
+        (720, request.end_ns - 2 * hour, request.end_ns - hour),
+    ]
+    assert result.table.num_rows == 0 and sim.bars_sent == 1440
+    assert result.failure is not None and "did not answer 3 of 5 requests" in str(result.failure)

@@ -302,6 +302,10 @@ class IBBarSource(BarSource):
         what = self._what_to_show(request, contract)
         download = _Download(self, conn, contract, bar_size, what, step_s, deadline)
         download.progress = span.progress
+        partial = getattr(span, "partial", None)
+        carried = [False]
+        if partial is not None:
+            download.handover = self._handover(partial, instrument, magnifier, carried)
         failure: SourceError | None = None
         try:
             if span.start is not None:
@@ -310,7 +314,8 @@ class IBBarSource(BarSource):
                 first, extra = self._count_chunks(span, step_s)
                 download.run(first)
                 for chunk in extra:
-                    if self._count_in_span(download.rows(), span, step_s) >= (span.limit or 1):
+                    got = download.rows(handed=True)
+                    if self._count_in_span(got, span, step_s) >= (span.limit or 1):
                         break
                     download.run([chunk])
         except SourceError as e:
@@ -324,7 +329,7 @@ class IBBarSource(BarSource):
                 )
         rows = download.rows()
         notes = [*self._new_notices(conn), *self._history_notes()]
-        if failure is not None and not rows:
+        if failure is not None and not rows and not download.rows(handed=True):
             raise failure
         # Every row IB sent goes back, repeats and bars outside the span included: the host
         # counts each one as used or dropped under a named reason.
@@ -335,10 +340,30 @@ class IBBarSource(BarSource):
             timestamp_is="open",
             price_precision=instrument.price_precision,
             size_precision=instrument.size_precision,
-            instruments=[instrument],
+            instruments=[] if carried[0] else [instrument],
             notes=notes,
             failure=failure,
         )
+
+    def _handover(
+        self, partial: Callable[..., None], instrument: Any, magnifier: int, carried: list[bool]
+    ) -> Callable[[list[tuple], Chunk], None]:
+        # Each whole chunk goes to the host as it is collected (`Span.partial`), as its own
+        # answer for the chunk's window; the final answer then holds only the rest. The
+        # instrument travels once: with the first piece, else with the final answer.
+        def handover(rows: list[tuple], chunk: Chunk) -> None:
+            result = SourceResult(
+                self._table(rows, magnifier),
+                timestamp_is="open",
+                price_precision=instrument.price_precision,
+                size_precision=instrument.size_precision,
+                instruments=[] if carried[0] else [instrument],
+                notes=self._repeat_notes(rows),
+            )
+            partial(result, chunk.start_s * NS, chunk.end_s * NS)
+            carried[0] = True
+
+        return handover
 
     def _deadline(self, span: Span) -> float:
         # A little inside the orchestrator's timeout, so the report gets IB's own reason, and
@@ -635,12 +660,37 @@ class _Download:
         self.daily, self.weekly = step_s >= DAY, step_s == 7 * DAY
         self._rows: list[list[tuple]] = []
         self.progress: Callable[[int], None] | None = None
+        self.handover: Callable[[list[tuple], Chunk], None] | None = None
+        self._handed: set[int] = set()
         self.asked = 0
         self.answered = 0
 
-    def rows(self) -> list[tuple]:
-        """Return every row received so far, newest chunk first, each in arrival order."""
-        return [r for chunk in self._rows for r in chunk]
+    def rows(self, handed: bool = False) -> list[tuple]:
+        """
+        Return the rows received so far, newest chunk first, each in arrival order.
+
+        Parameters
+        ----------
+        handed : bool, default False
+            Include the chunks already handed over to the host (`handover`).
+
+        """
+        return [
+            r
+            for slot, chunk in enumerate(self._rows)
+            if handed or slot not in self._handed
+            for r in chunk
+        ]
+
+    def _hand_over(self, slot: int, chunk: Chunk) -> None:
+        # A whole chunk to the host now (merged and written through before the call ends),
+        # so a kill or the deadline cannot cost it; if the host refuses, it stays here.
+        assert self.handover is not None
+        try:
+            self.handover(self._rows[slot], chunk)
+        except Exception:  # the host's business: the rows then come with the final answer
+            return
+        self._handed.add(slot)
 
     def run(self, chunks: Iterable[Chunk]) -> None:
         """
@@ -721,6 +771,7 @@ class _Download:
         failure: SourceError | None = None
         late = 0
         for chunk, (slot, req_id, future, release) in zip(chunks, sent, strict=True):
+            complete = True  # IB answered for the chunk's whole window
             try:
                 bars = future.result(timeout=max(0.0, self.deadline - time.monotonic()))
             except TimeoutError:
@@ -729,11 +780,13 @@ class _Download:
                     bars = future.result()
                     self.answered += 1
                 else:
+                    complete = False
                     late += 1
                     release()  # a cancelled request's future never resolves
             except RequestFailed as e:
                 bars = e.partial
                 outcome = self.source._on_error(e, self.contract, self.step_s, self.deadline)
+                complete = outcome == "empty"
                 if outcome == "retry" and failure is None:
                     retry.append(chunk)
                 elif isinstance(outcome, SourceError) and failure is None:
@@ -743,6 +796,8 @@ class _Download:
             self._rows[slot] = [_row(b, self.daily, self.weekly) for b in bars]
             if bars and not (future.done() and future.exception() is None):
                 self._progress(len(bars))  # a partial answer: counted here, not on arrival
+            if complete and self.handover is not None:
+                self._hand_over(slot, chunk)
         if late and failure is None:
             name = self.contract.localSymbol or self.contract.symbol
             failure = SourceError(
