@@ -328,3 +328,15 @@ def test_null_prices_are_non_finite_on_the_fast_path_too(run, tmp_path, pretty):
         0
     ]
     assert report.injected == 3 and report.dropped == {"non_finite": 1}
+
+
+def test_the_data_folder_above_the_exchanges_finds_the_venues_folder(shared, run):
+    # path = user_data/data: BINANCE bars come from its binance/ folder.
+    table = _everything(_source(shared / "freqtrade"), SPOT_1M)
+    assert table.num_rows == len(
+        _json_rows(shared / "freqtrade" / "binance" / "UNITTEST_BTC-1m.json")
+    )
+    (problem,) = _source(shared / "freqtrade").check(
+        [_request("UNITTEST/BTC.KRAKEN-1-MINUTE-LAST-EXTERNAL")]
+    )
+    assert problem.startswith("path: no freqtrade candles for UNITTEST/BTC.KRAKEN")

@@ -15,7 +15,8 @@ class FreqtradeSourceConfig(SourceConfig, frozen=True, kw_only=True):
     ----------
     path : str
         The exchange's data folder, ``user_data/data/<exchange>`` (futures are read from its
-        ``futures/`` subfolder).
+        ``futures/`` subfolder), or ``user_data/data`` itself: then the exchange folder is the
+        venue in lower case (``BINANCE`` -> ``binance``).
     format : str, default "auto"
         freqtrade's ``dataformat_ohlcv``: ``json``, ``jsongz``, ``feather`` or ``parquet``;
         ``auto`` finds the file by its extension (two formats of the same pair and

@@ -267,12 +267,20 @@ class FreqtradeBarSource(BarSource):
                 f'pairs = {{"{bar_type.instrument_id}" = "BASE/QUOTE"}}',
             )
         formats = list(EXTENSIONS) if self.config.format == "auto" else [self.config.format]
-        found = [
-            (pair_file(root, pair, tf, fmt), fmt, pair)
-            for pair in candidates
-            for fmt in formats
-            if pair_file(root, pair, tf, fmt).is_file()
-        ]
+
+        def find(folder: Path) -> list[tuple[Path, str, str]]:
+            return [
+                (pair_file(folder, pair, tf, fmt), fmt, pair)
+                for pair in candidates
+                for fmt in formats
+                if pair_file(folder, pair, tf, fmt).is_file()
+            ]
+
+        found = find(root)
+        exchange = root / bar_type.instrument_id.venue.value.lower()
+        if not found and exchange.is_dir():
+            # `path` is user_data/data, one folder per exchange: the venue's, in lower case.
+            root, found = exchange, find(exchange)
         if len(found) == 1:
             return found[0]
         if not found:
