@@ -43,7 +43,7 @@ from nautilus_backfill.report import (
 )
 from nautilus_backfill.runner import call_with_timeout
 from nautilus_backfill.source import BarRequest, BarSource, SourceContext, SourceResult, Span
-from nautilus_backfill.store import BarStore, StoreSource
+from nautilus_backfill.store import BarStore, StoreSource, redact
 from nautilus_backfill.timeutil import (
     bar_step_ns,
     format_age,
@@ -242,7 +242,7 @@ class Backfill:
                 opened.append((cfg, self.registry.get(cfg.plugin)(cfg, context), None))
             except Exception as e:
                 opened.append((cfg, None, _describe(e)))
-        store = self._open_store(context)
+        store, _ = self._open_store(context)
         out = []
         try:
             for i, req_cfg in enumerate(self.config.requests):
@@ -306,8 +306,8 @@ class Backfill:
         deadline_at = started + self.config.deadline_s
         now = now_ns()
         context = SourceContext(Path(self.config.base_dir or "."), cache)
-        store = self._open_store(context)
-        sources, source_errors = self._open_sources(context, store)
+        store, store_error = self._open_store(context)
+        sources, source_errors = self._open_sources(context, store, store_error)
         work = [
             _Work.of(cfg, i, now, self._attempts()) for i, cfg in enumerate(self.config.requests)
         ]
@@ -429,21 +429,25 @@ class Backfill:
     def _attempts(self) -> list[SourceAttempt]:
         return [SourceAttempt(s.name, s.plugin) for s in self._source_configs()]
 
-    def _open_store(self, context: SourceContext) -> StoreSource | None:
+    def _open_store(self, context: SourceContext) -> tuple[StoreSource | None, str | None]:
+        # A store that cannot be opened (a driver, credentials) costs its part, not the start.
         if self.config.store is None:
-            return None
+            return None, None
         url = self.config.store
+        options = dict(self.config.store_options or {})
         if "://" not in url:
             url = str(context.resolve(url))
-        return StoreSource(BarStore(url, dict(self.config.store_options or {})), context)
+        try:
+            return StoreSource(BarStore(url, options), context), None
+        except Exception as e:
+            return None, redact(f"cannot open {url}: {_describe(e)}", options, url)
 
     def _open_sources(
-        self,
-        context: SourceContext,
-        store: StoreSource | None = None,
+        self, context: SourceContext, store: StoreSource | None, store_error: str | None
     ) -> tuple[list[BarSource | None], list[str | None]]:
-        sources: list[BarSource | None] = [store] if store is not None else []
-        errors: list[str | None] = [None] if store is not None else []
+        configured = self.config.store is not None
+        sources: list[BarSource | None] = [store] if configured else []
+        errors: list[str | None] = [store_error] if configured else []
         for cfg in self.config.sources:
             try:
                 sources.append(self.registry.get(cfg.plugin)(cfg, context))
@@ -747,7 +751,9 @@ class Backfill:
                 [i for i in instruments if i.id == req.bar_type.instrument_id]
             )
         except Exception as e:  # a store that cannot be written must not cost the warm start
-            report.examples.append(f"store: not written: {type(e).__name__}: {e}")
+            report.examples.append(store.store.redacted(f"store: not written: {_describe(e)}"))
+        finally:
+            report.sources[0].notes.extend(store.store.take_notes())
 
     def _store_write(
         self,
@@ -773,8 +779,11 @@ class Backfill:
                 answered,
             )
         except Exception as e:  # a store that cannot be written must not cost the warm start
-            w.report.examples.append(f"store: not written: {type(e).__name__}: {e}")
+            w.report.examples.append(store.store.redacted(f"store: not written: {_describe(e)}"))
             return False
+        finally:
+            # What the store found or did while writing (files quarantined, bars not storable).
+            w.report.sources[0].notes.extend(store.store.take_notes())
         return True
 
     def _finish(self, w: _Work, cache: Any) -> list[Bar]:
