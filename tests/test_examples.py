@@ -99,6 +99,10 @@ def _example_tables() -> dict[str, list[str]]:
         ],
         "[[backfill.sources]]: every source": [line for ls in sources for line in ls],
     }
+    for header, lines in blocks:  # [backfill.x] sub-tables
+        if header.startswith("[backfill.") and not header.startswith("[["):
+            tables[header] = lines
+            tables["[backfill]"].append(f"{header.strip('[]').split('.')[-1]} = ...")
     for lines in sources:
         plugin = next(
             (m.group(1) for line in lines if (m := re.match(r'^#?\s*plugin = "(\w+)"', line))),
@@ -111,11 +115,19 @@ def _example_tables() -> dict[str, list[str]]:
 def test_example_backfill_toml_shows_every_key_of_every_struct():
     # Keys come from the structs of core and every built-in plugin, as the reference has them.
     tables = _example_tables()
+
+    def shown(heading: str, path: str) -> bool:
+        first, _, sub = path.partition(".")
+        table = f"[backfill.{first}]"
+        if heading == "[backfill]" and sub and table in tables:
+            return _mentions(sub, tables[table])
+        return _mentions(path, tables.get(heading, []))
+
     missing = [
         f"{heading}: {k.path}"
         for heading, _, keys in ref.config_tables()
         for k in keys
-        if not _mentions(k.path, tables.get(heading, []))
+        if not shown(heading, k.path)
     ]
     assert missing == []
 
@@ -134,6 +146,12 @@ def test_commented_out_values_in_the_example_have_the_keys_types():
         "[[backfill.requests]]": BarRequestConfig,
         "[[backfill.sources]]: every source": SourceConfig,
         **{f'plugin = "{n}"': registry.get(n).config_type for n in registry.names()},
+        **{
+            f"[backfill.{f.name}]": struct
+            for f in msgspec.structs.fields(BackfillConfig)
+            for struct in ref.nested_structs(f.type)
+            if struct not in (BarRequestConfig, SourceConfig)
+        },
     }
     checked, wrong = 0, []
     for heading, lines in _example_tables().items():
