@@ -241,6 +241,12 @@ class FreqtradeBarSource(BarSource):
                 problems.append(f"{getattr(e, 'key', 'path')}: {e}")
         return list(dict.fromkeys(problems))
 
+    def _shown(self, path: Path) -> str:
+        # A path as the config wrote it: a relative one stays relative to the TOML's folder.
+        if Path(self.config.path).expanduser().is_absolute():
+            return str(path)
+        return os.path.relpath(path, self.context.base_dir)
+
     def _locate(self, request: BarRequest) -> tuple[Path, str, str]:
         bar_type = request.bar_type
         if bar_type.spec.price_type != PriceType.LAST:
@@ -255,7 +261,7 @@ class FreqtradeBarSource(BarSource):
             what = "is a file, not a folder" if root.exists() else "does not exist"
             raise _problem(
                 "path",
-                f"freqtrade data folder {root} {what} (use user_data/data/<exchange>)",
+                f"freqtrade data folder {self._shown(root)} {what} (use user_data/data/<exchange>)",
                 status="empty",
             )
         candidates = pair_candidates(bar_type.instrument_id, self.config.pairs)
@@ -297,7 +303,8 @@ class FreqtradeBarSource(BarSource):
             hint = f"; files of this pair: {', '.join(others)}" if others else ""
             raise _problem(
                 "path",
-                f"no freqtrade candles for {bar_type} in {root} (looked for {tried}){hint}",
+                f"no freqtrade candles for {bar_type} in {self._shown(root)} "
+                f"(looked for {tried}){hint}",
                 status="empty",
             )
         files = ", ".join(str(f.relative_to(root)) for f, _, _ in found)
@@ -305,11 +312,12 @@ class FreqtradeBarSource(BarSource):
             raise _problem(
                 "pairs",
                 f"{bar_type.instrument_id} fits more than one freqtrade pair with files in "
-                f'{root} ({files}); set pairs = {{"{bar_type.instrument_id}" = "BASE/QUOTE"}}',
+                f"{self._shown(root)} ({files}); set "
+                f'pairs = {{"{bar_type.instrument_id}" = "BASE/QUOTE"}}',
             )
         raise _problem(
             "format",
-            f"{bar_type} has candles in more than one format in {root} ({files}); set "
+            f"{bar_type} has candles in more than one format in {self._shown(root)} ({files}); set "
             "format to the one freqtrade uses (its dataformat_ohlcv)",
         )
 

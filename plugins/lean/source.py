@@ -208,7 +208,7 @@ class LeanBarSource(BarSource):
             table = self._read_days(files, request, span, notes)
         else:
             if not files.single.is_file():
-                raise _problem("path", f"no LEAN file {files.single}", status="empty")
+                raise _problem("path", f"no LEAN file {self._shown(files.single)}", status="empty")
             table = read_lean_file(files, files.single, notes)
             table = within(table, span, request.step_ns)
             notes.insert(0, f"read {files.single.relative_to(files.root)}")
@@ -236,10 +236,16 @@ class LeanBarSource(BarSource):
                 if files.daily_files:
                     self._wanted_days(files, request, Span(request.start_ns, request.end_ns))
                 elif not files.single.is_file():
-                    raise _problem("path", f"no LEAN file {files.single}")
+                    raise _problem("path", f"no LEAN file {self._shown(files.single)}")
             except SourceError as e:
                 problems.append(f"{getattr(e, 'key', 'path')}: {e}")
         return list(dict.fromkeys(problems))
+
+    def _shown(self, path: Path) -> str:
+        # A path as the config wrote it: a relative one stays relative to the TOML's folder.
+        if Path(self.config.path).expanduser().is_absolute():
+            return str(path)
+        return os.path.relpath(path, self.context.base_dir)
 
     # -- where -------------------------------------------------------------------------------
 
@@ -274,7 +280,7 @@ class LeanBarSource(BarSource):
         root = Path(os.path.normpath(self.context.resolve(self.config.path)))
         if not root.is_dir():
             what = "is a file, not a folder" if root.exists() else "does not exist"
-            raise _problem("path", f"LEAN data folder {root} {what}", status="empty")
+            raise _problem("path", f"LEAN data folder {self._shown(root)} {what}", status="empty")
         side = bar_type.spec.price_type.name
         if bar_type.spec.price_type not in (
             PriceType.LAST,
@@ -304,7 +310,9 @@ class LeanBarSource(BarSource):
                 )
                 for s, m, t in candidates
             )
-            raise _problem("path", f"no LEAN data for {instrument} in {root} (looked in {tried})")
+            raise _problem(
+                "path", f"no LEAN data for {instrument} in {self._shown(root)} (looked in {tried})"
+            )
         if len(found) > 1:
             places = ", ".join(f"{f.security}/{f.market}/{f.ticker}" for f in found)
             raise _problem(
@@ -362,8 +370,8 @@ class LeanBarSource(BarSource):
             have = f"{days[0][0]} .. {days[-1][0]}" if days else "none"
             raise _problem(
                 "path",
-                f"no LEAN {files.tick} files for {request.bar_type} in {files.folder} for "
-                f"{window} (local dates; the folder has {have})",
+                f"no LEAN {files.tick} files for {request.bar_type} in "
+                f"{self._shown(files.folder)} for {window} (local dates; the folder has {have})",
                 status="empty",
             )
         return wanted
