@@ -662,6 +662,7 @@ class _Download:
         self.progress: Callable[[int], None] | None = None
         self.handover: Callable[[list[tuple], Chunk], None] | None = None
         self._handed: set[int] = set()
+        self._batches = 0
         self.asked = 0
         self.answered = 0
 
@@ -704,6 +705,7 @@ class _Download:
         """
         pending: Iterable[Chunk] = chunks
         while True:
+            self._batches += 1
             asked: list[Chunk] = []
             sent: list[tuple[int, int, Future, _Release]] = []
             failure: SourceError | None = None
@@ -746,16 +748,11 @@ class _Download:
         except BaseException:
             release()
             raise
-        future.add_done_callback(lambda f: self._answered(f, release))
+        future.add_done_callback(lambda _: release())
         self.asked += 1
         self.source.requests_sent += 1
         self._rows.append([])
         return len(self._rows) - 1, req_id, future, release
-
-    def _answered(self, future: Future, release: _Release) -> None:
-        release()
-        if future.exception() is None:
-            self._progress(len(future.result()))
 
     def _progress(self, rows: int) -> None:
         if self.progress is not None:
@@ -794,9 +791,11 @@ class _Download:
             else:
                 self.answered += 1
             self._rows[slot] = [_row(b, self.daily, self.weekly) for b in bars]
-            if bars and not (future.done() and future.exception() is None):
-                self._progress(len(bars))  # a partial answer: counted here, not on arrival
-            if complete and self.handover is not None:
+            # Here, not in the future's callback: that runs on ibapi's message loop, which must
+            # not wait for a progress display.
+            self._progress(len(bars))
+            # A lone first request returns with the answer a moment later: nothing to gain.
+            if complete and self.handover is not None and (len(sent) > 1 or self._batches > 1):
                 self._hand_over(slot, chunk)
         if late and failure is None:
             name = self.contract.localSymbol or self.contract.symbol
