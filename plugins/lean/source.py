@@ -44,7 +44,23 @@ _BLOCK = 1 << 22
 
 
 def within(table: pa.Table, span: Span, step: int) -> pa.Table:
-    """Keep the rows of `span` (and unparsed ones), without a copy when that is all of them."""
+    """
+    Keep the rows of `span` (and unparsed ones), without a copy when that is all of them.
+
+    Parameters
+    ----------
+    table : pa.Table
+        Bars with an open-stamped ``ts`` column.
+    span : Span
+        The span.
+    step : int
+        The bar length (ns).
+
+    Returns
+    -------
+    pa.Table
+
+    """
     mask = in_span(table.column("ts"), span, 0, step)
     return table if pc.all(mask).as_py() is not False else table.filter(mask)
 
