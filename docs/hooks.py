@@ -393,6 +393,8 @@ HELPER_MODULES = (
     "nautilus_backfill.paths",
     "nautilus_backfill.timestamps",
     "nautilus_backfill.source",
+    "nautilus_backfill.config",
+    "nautilus_backfill.registry",
 )
 
 
@@ -408,7 +410,8 @@ def api_objects() -> list[tuple[str, str, Any]]:
     for modname in HELPER_MODULES:
         module = importlib.import_module(modname)
         for n, obj in vars(module).items():
-            if not n.startswith("_") and inspect.isfunction(obj) and obj.__module__ == modname:
+            public = not n.startswith("_") and inspect.isfunction(obj)
+            if public and obj.__module__ == modname and not any(o is obj for _, _, o in out):
                 out.append((modname, n, obj))
     return out
 
