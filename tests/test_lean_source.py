@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import time
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -544,3 +545,18 @@ def test_odd_files_found_by_fuzzing_give_rows_or_errors_never_crashes(tmp_path):
         _request(SPY_1M), Span(_ns(datetime(2013, 10, 8, 4, tzinfo=UTC)), FAR)
     )
     assert empty.table.num_rows == 0
+
+
+def test_a_passed_deadline_returns_what_was_read_as_a_timeout(tmp_path):
+    lines = [f"{m * 60000},1,1,1,1,1" for m in range(1440)]
+    for day in ("20200101", "20200102", "20200103"):
+        _day(tmp_path, "crypto", "coinbase", "minute", "btcusd", day, "trade", lines)
+    bt = "BTC/USD.COINBASE-1-MINUTE-LAST-EXTERNAL"
+    request = _request(bt)
+    seen = []
+    ok = _source(tmp_path).fetch(request, Span(0, FAR, progress=seen.append))
+    assert ok.failure is None and ok.table.num_rows == 3 * 1440 and sum(seen) == 3 * 1440
+    late = _source(tmp_path).fetch(request, Span(0, FAR, deadline=time.monotonic() - 1))
+    assert late.table.num_rows == 0
+    assert late.failure is not None and late.failure.status == "timeout"
+    assert "0 of 3 LEAN files read" in str(late.failure)

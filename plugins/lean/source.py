@@ -7,6 +7,7 @@ import io
 import math
 import os
 import re
+import time
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ _DAY_NS = 86_400 * 10**9
 # LEAN stores US equity prices in 1/10,000 dollars (TradeBar/QuoteBar `_scaleFactor`).
 _EQUITY_SCALE = 10_000.0
 _BLOCK = 1 << 22
+# Day files read at once in time mode, between deadline checks.
+_SLICE = 128
 
 
 def within(table: pa.Table, span: Span, step: int) -> pa.Table:
@@ -220,15 +223,18 @@ class LeanBarSource(BarSource):
         """
         files = self.locate(request)
         notes: list[str] = []
+        failure = None
         if files.daily_files:
-            table = self._read_days(files, request, span, notes)
+            table, failure = self._read_days(files, request, span, notes)
         else:
             if not files.single.is_file():
                 raise _problem("path", f"no LEAN file {self._shown(files.single)}", status="empty")
             table = read_lean_file(files, files.single, notes)
             table = within(table, span, request.step_ns)
             notes.insert(0, f"read {files.single.relative_to(files.root)}")
-        return SourceResult(newest(table, span.limit), timestamp_is="open", notes=notes)
+        return SourceResult(
+            newest(table, span.limit), timestamp_is="open", notes=notes, failure=failure
+        )
 
     def check(self, requests: list[BarRequest]) -> list[str]:
         """
@@ -394,36 +400,43 @@ class LeanBarSource(BarSource):
 
     def _read_days(
         self, files: LeanFiles, request: BarRequest, span: Span, notes: list[str]
-    ) -> pa.Table:
+    ) -> tuple[pa.Table, SourceError | None]:
         wanted = self._wanted_days(files, request, span)
         step = request.step_ns
-
-        def read(batch: list[tuple[date, Path]]) -> pa.Table:
-            table = read_lean_days(files, batch, notes)
-            return within(table, span, step)
-
-        if span.start is not None or span.limit is None:
-            tables = [read(wanted)]
-            used = len(wanted)
-        else:
-            # Newest files first, only as many as `limit` bars need.
-            tables, got, used = [], 0, 0
-            batch = 1
-            while used < len(wanted) and got < span.limit:
-                take = wanted[max(0, len(wanted) - used - batch) : len(wanted) - used]
-                table = read(take)
-                tables.insert(0, table)
-                got += table.num_rows - table.column("ts").null_count
-                used += len(take)
-                per_file = max(got / used, 1.0)
-                batch = math.ceil((span.limit - got) / per_file)
-        first = wanted[len(wanted) - used][0]
-        notes.insert(
-            0,
-            f"read {used} {files.tick} file(s) {first:%Y%m%d} .. {wanted[-1][0]:%Y%m%d} in "
-            f"{files.folder.relative_to(files.root)} ({files.tz})",
-        )
-        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        count_mode = span.start is None and span.limit is not None
+        # Newest files first: in count mode only as many as `limit` bars need; in time mode
+        # in slices, so a deadline leaves the newest part of the window read.
+        tables: list[pa.Table] = []
+        got = used = 0
+        batch = 1 if count_mode else _SLICE
+        failure = None
+        while used < len(wanted) and not (count_mode and got >= (span.limit or 0)):
+            if span.deadline is not None and time.monotonic() >= span.deadline:
+                failure = SourceError(
+                    f"deadline reached with {used} of {len(wanted)} LEAN files read "
+                    f"(in {files.folder.relative_to(files.root)})",
+                    status="timeout",
+                )
+                break
+            take = wanted[max(0, len(wanted) - used - batch) : len(wanted) - used]
+            table = within(read_lean_days(files, take, notes), span, step)
+            tables.insert(0, table)
+            got += table.num_rows - table.column("ts").null_count
+            used += len(take)
+            if span.progress is not None:
+                span.progress(table.num_rows)
+            if count_mode:
+                batch = math.ceil(((span.limit or 0) - got) / max(got / used, 1.0))
+        if used:
+            first = wanted[len(wanted) - used][0]
+            notes.insert(
+                0,
+                f"read {used} {files.tick} file(s) {first:%Y%m%d} .. {wanted[-1][0]:%Y%m%d} in "
+                f"{files.folder.relative_to(files.root)} ({files.tz})",
+            )
+        if not tables:
+            return BAR_SCHEMA.empty_table(), failure
+        return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]), failure
 
 
 def _local_date(ns: int, zone: ZoneInfo) -> date:
