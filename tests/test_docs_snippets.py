@@ -258,3 +258,25 @@ def test_a_failing_python_snippet_fails(tmp_path, monkeypatch):
         "<!-- skip: needs a node -->\n```python\nfrom nautilus_backfill import NoSuchThing\n```\n"
     )
     assert run_page(page, tmp_path) == 0
+
+
+def test_readme_shows_what_make_demo_prints():
+    # The README's demo transcript, shortened with "...", must be lines the demo prints, in order.
+    readme = (ROOT / "README.md").read_text()
+    block = next(
+        s.text for s in snippets(ROOT / "README.md") if "nautilus-backfill demo:" in s.text
+    )
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    actual = [TIME.sub("#.##s", x.rstrip()) for x in result.output.splitlines()]
+    position = 0
+    for line in block.strip().splitlines():
+        if line.strip() == "...":
+            continue
+        pattern = re.escape(TIME.sub("#.##s", line.rstrip())).replace("<site\\-packages>", ".*")
+        found = next(
+            (i for i in range(position, len(actual)) if re.fullmatch(pattern, actual[i])), None
+        )
+        assert found is not None, f"README line not printed by the demo (in order): {line!r}"
+        position = found + 1
+    assert "make demo" in readme
