@@ -301,3 +301,39 @@ def test_each_whole_chunk_is_handed_over_as_it_is_collected(simulator):
     ]
     assert result.table.num_rows == 0 and sim.bars_sent == 1440
     assert result.failure is not None and "did not answer 3 of 5 requests" in str(result.failure)
+
+
+def test_two_real_processes_at_once_share_one_pacing_history(simulator, pacing_state, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    scale = 0.005
+    sim = simulator(time_scale=scale)
+    procs = []
+    for i, symbols in enumerate(
+        (("AAPL", "MSFT", "AMZN", "GOOG", "META"), ("NVDA", "TSLA", "NFLX", "INTC", "AMD"))
+    ):
+        lines = ['[backfill]\ndeadline = "40s"\n']
+        for s in symbols:
+            r = _five_second(s, hours=8)
+            lines.append(
+                f'[[backfill.requests]]\nbar_type = "{r["bar_type"]}"\nstart = "{r["start"]}"\nend = "{r["end"]}"\n'
+            )
+        lines.append(
+            f'[[backfill.sources]]\nname = "ib"\nplugin = "ib"\nport = {sim.port}\nclient_id = {901 + 10 * i}\n'
+            f'use_rth = false\npacing_scale = {scale}\ntimeout = "30s"\n'
+        )
+        config = tmp_path / f"p{i}.toml"
+        config.write_text("\n".join(lines))
+        env = {**os.environ, "NAUTILUS_BACKFILL_STATE_DIR": str(pacing_state)}
+        cli = [sys.executable, "-m", "nautilus_backfill.cli", "fetch", "--json", str(config)]
+        procs.append(
+            subprocess.Popen(
+                cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert len(sim.requests) == 80 and {r.client_id for r in sim.requests} == {901, 911}
+    assert sim.violations == []
