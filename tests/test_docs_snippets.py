@@ -39,7 +39,7 @@ from nautilus_backfill.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MARKER = re.compile(r"^<!--\s*(skip|fragment|file|output)\s*(?::\s*(.*?))?\s*-->$")
-TIME = re.compile(r"\b\d+\.\d\ds\b")
+TIME = re.compile(r"\b\d+\.\d+s\b")
 BUILDS_ITS_FILES = {"getting-started.md"}
 SHARED = ROOT.parent / "shared"
 FENCE = re.compile(r"^```(\w*)\s*$")
