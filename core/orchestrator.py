@@ -54,6 +54,7 @@ from nautilus_backfill.timeutil import (
 )
 from nautilus_backfill.validate import validate
 from nautilus_backfill.warmup import WarmUp
+from nautilus_trader.common.component import Logger
 from nautilus_trader.model.data import Bar, BarType
 
 
@@ -223,6 +224,27 @@ class Backfill:
                     source.close()
         return problems
 
+    def remote_plan(self) -> list[str]:
+        """
+        Return what the network sources would be asked for, one line each, without connecting.
+
+        ``inject(node)`` logs these lines and the CLI's ``fetch`` prints them before a
+        download starts, so a long one (months of IB bars under pacing) says so up front.
+
+        Returns
+        -------
+        list[str]
+
+        """
+        remote = {s.name for s in self.config.sources if self.registry.get(s.plugin).remote}
+        return [
+            f"{row['bar_type']}: {source['name']}: {line.removeprefix(source['name'] + ': ')}"
+            for row in self.plan()
+            for source in row["sources"]
+            if source["name"] in remote
+            for line in source["lines"][:1]
+        ]
+
     def plan(self) -> list[dict[str, Any]]:
         """
         Return what a fetch would ask each source for, without any network.
@@ -391,6 +413,10 @@ class Backfill:
         cache = cache_of(target)
         node = target if hasattr(target, "trader") and hasattr(target, "kernel") else None
         options = None
+        if node is not None:
+            log = Logger("Backfill")
+            for line in self.remote_plan():
+                log.info(f"plan: {line}")
         composite = any(BarType.from_str(r.bar_type).is_composite() for r in self.config.requests)
         if node is not None and composite:
             options = options_of(node)

@@ -85,8 +85,9 @@ class Span:
         For long downloads: call it with the number of rows received since the last call,
         so progress displays move before `fetch` returns. Optional to call; thread-safe.
     partial : Callable[[SourceResult, int, int], None] | None
-        For long downloads: hand over a finished piece early, with the interval
-        ``[start, end)`` of bar opens it answers for (bars or none). The host validates and
+        For long downloads: hand over a finished piece early, with the window ``[start,
+        end)`` it answers for (bars or none), in `Span` terms: bars whose whole interval lies
+        in it. The host validates and
         merges it at once and, with a ``store``, writes it through, so a run killed or cut by
         its deadline keeps it and the next run asks only for the rest. Do not return those
         rows again from `fetch`. Optional to call.

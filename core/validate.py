@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from nautilus_backfill.bararrays import BarArrays, column_f64, column_i64
 from nautilus_backfill.source import BarRequest, SourceResult, Span
-from nautilus_backfill.timeutil import alignment_step_ns
+from nautilus_backfill.timeutil import alignment_step_ns, now_ns
 from nautilus_trader.model.objects import PRICE_MAX, PRICE_MIN, QUANTITY_MAX
 
 # The order is the precedence: a row is counted under the first reason that applies.
@@ -176,7 +176,8 @@ def _check_chunk(
     grid = alignment_step_ns(step)
     if grid is not None:
         flag("misaligned", ts % grid != 0)
-    flag("incomplete", ts > request.end_ns - step)
+    # A bar closing after now is still forming, whatever `end` says.
+    flag("incomplete", ts > min(request.end_ns, now_ns()) - step)
     if request.start_ns is not None:
         flag("outside_window", ts < request.start_ns)
 

@@ -162,3 +162,30 @@ def test_plan_lists_each_source_without_asking_any(tmp_path):
     assert lines["store"] == ["the sources are asked for what it lacks of the newest bars"]
     assert lines["h"] == [] and lines["f"] == [f"reads {tmp_path / 'S000.csv'}"]
     assert {s["name"]: s["lines"] for s in second["sources"]}["f"] == [f"no file matches {tmp_path / '{symbol}.csv'}"]
+
+
+def test_the_network_sources_estimate_is_printed_before_fetch_starts(tmp_path):
+    import pytest
+
+    pytest.importorskip("ibapi")
+    from click.testing import CliRunner
+    from nautilus_backfill.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("""[backfill]
+deadline = "1s"
+[[backfill.requests]]
+bar_type = "AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL"
+start = "2024-01-01T00:00:00Z"
+end = "2024-02-01T00:00:00Z"
+[[backfill.sources]]
+name = "ib"
+plugin = "ib"
+port = 1
+connect_timeout = "0.5s"
+""")
+    lines = Backfill.from_toml(cfg).remote_plan()
+    assert len(lines) == 1 and lines[0].startswith("AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL: ib: ")
+    assert "under IB's pacing" in lines[0]
+    out = CliRunner().invoke(main, ["fetch", "--json", str(cfg)])
+    assert f"plan: {lines[0]}" in out.output

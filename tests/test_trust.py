@@ -281,3 +281,13 @@ def test_rounded_counts_injected_bars_only(registry, tmp_path):
     r = Backfill(cfg, registry=registry).fetch(cache=cache).report.requests[0]
     assert r.injected == 10 and r.dropped["over_capacity"] == 990
     assert r.rounded == 10  # not the 1000 the source gave
+
+
+def test_bars_a_source_sends_from_the_future_are_incomplete_not_injected(broker, tmp_path):
+    now = time.time_ns()
+    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1e9 + 1800))
+    Broker.up_to = None  # this broker answers up to `end`, future minutes included
+    result = _fetch(broker, [{"bar_type": BAR, "bars": 50, "end": future}], [{"name": "ib", "plugin": "broker"}])
+    r = result.report.requests[0]
+    assert r.dropped["incomplete"] >= 29
+    assert max(b.ts_init for b in result.bars[BarType.from_str(BAR)]) <= time.time_ns()
