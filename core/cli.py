@@ -124,12 +124,11 @@ def fetch(config: Path, as_json: bool, quiet: bool) -> None:
         backfill = Backfill.from_toml(config)
     except BackfillError as e:
         _fail(str(e))
-    if not quiet:
-        for line in backfill.remote_plan():
-            click.echo(f"plan: {line}", err=True)
     bar = None
     on_progress = None
     if not quiet and sys.stderr.isatty():
+        for line in backfill.remote_plan():
+            click.echo(f"plan: {line}", err=True)
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="call", file=sys.stderr, dynamic_ncols=True)
