@@ -18,6 +18,25 @@ class CsvColumns(NautilusConfig, frozen=True, kw_only=True):
 
     Use `timestamp`, or `date` plus `time` when they are split.
 
+    Parameters
+    ----------
+    timestamp : str | int, optional
+        The column with the bar's date and time.
+    date : str | int, optional
+        The date column, when date and time are in two columns (set `time` too).
+    time : str | int, optional
+        The time-of-day column that goes with `date`.
+    open : str | int, optional
+        The open price column.
+    high : str | int, optional
+        The high price column.
+    low : str | int, optional
+        The low price column.
+    close : str | int, optional
+        The close price column.
+    volume : str | int, optional
+        The volume column; volume is 0 when the file has none.
+
     """
 
     timestamp: str | int | None = None
