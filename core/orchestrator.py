@@ -550,8 +550,10 @@ class Backfill:
 
             def partial(result: SourceResult, start: int, end: int) -> None:
                 with w.lock:
-                    if open_[0]:  # a call abandoned at its timeout hands over nothing more
-                        self._piece(w, src_cfg, source, result, (start, end), store, deadline_at)
+                    if not open_[0]:  # a call abandoned at its timeout hands over nothing more
+                        return
+                    self._piece(w, src_cfg, source, result, (start, end), store, deadline_at)
+                tracker.rows(_rows_of(result))  # pieces handed over count as progress
 
             span = replace(
                 span, deadline=time.monotonic() + timeout, progress=rows, partial=partial

@@ -83,7 +83,8 @@ class Span:
         running at the deadline is abandoned and whatever it got is lost.
     progress : Callable[[int], None] | None
         For long downloads: call it with the number of rows received since the last call,
-        so progress displays move before `fetch` returns. Optional to call; thread-safe.
+        so progress displays move before `fetch` returns (pieces handed to `partial` count by
+        themselves). Optional to call; thread-safe.
     partial : Callable[[SourceResult, int, int], None] | None
         For long downloads: hand over a finished piece early, with the window ``[start,
         end)`` it answers for (bars or none), in `Span` terms: bars whose whole interval lies

@@ -80,3 +80,18 @@ def test_random_kills_during_a_download_lose_nothing_that_was_written(tmp_path):
         server.stdin.close()
         server.kill()
     assert partial >= 20  # most kills landed mid-download, not before or after it
+
+
+def test_pieces_handed_over_move_the_progress_display(tmp_path):
+    seen = []
+    registry = rw.build_registry(entry_points=False, extra=[("download", rw.Plugin())])
+    from nautilus_backfill.config import config_from_dict
+    from nautilus_backfill.orchestrator import Backfill
+
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": rw.BAR, "start": "2025-01-01T00:00:00Z",
+                                                        "end": "2025-01-03T02:00:00Z", "price_precision": 5,
+                                                        "size_precision": 0}],
+                                         "sources": [{"name": "ib", "plugin": "download"}]}}, registry=registry)
+    Backfill(cfg, registry=registry).fetch(on_progress=seen.append)
+    during = [p.bars for p in seen if p.calls_done == 0]
+    assert during[:3] == [100, 200, 300] and seen[-1].bars == 3000 and seen[-1].calls_done == 1
