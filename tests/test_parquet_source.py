@@ -167,3 +167,30 @@ def test_a_nautilus_bar_file_is_never_served_as_another_bar_type(shared, run):
         "holds ADABTC.BINANCE-1-MINUTE-LAST-EXTERNAL bars, not ADABTC.BINANCE-5-MINUTE-LAST-EXTERNAL"
         in source.error
     )
+
+
+def test_a_float_column_in_a_catalog_file_is_refused_naming_the_file_and_column(shared, run, tmp_path):
+    # Floats decoded as fixed-point would be off by a factor of 10**9: never served.
+    folder = tmp_path / "catalog" / "data" / "bar" / ADA
+    folder.mkdir(parents=True)
+    table = pq.read_table(shared / "parquet" / "nautilus-64bit-bars.parquet")
+    table = table.set_column(0, "open", pa.array(np.full(table.num_rows, 0.00002), pa.float64()))
+    pq.write_table(table, folder / "part-0.parquet")
+    source = (
+        run([REQ], [{"name": "cat", "plugin": "parquet", "path": str(tmp_path / "catalog")}])
+        .report.requests[0]
+        .sources[0]
+    )
+    assert source.status == "error" and source.received == 0
+    assert "part-0.parquet" in source.error and "column 'open' has type double" in source.error
+
+
+def test_a_catalog_window_that_ends_before_its_first_bar_could_close_is_empty_not_a_crash(shared, run):
+    # The catalog's times are uint64: the newest open wanted (end - step) lies before 1970 and
+    # is clamped, not an OverflowError reported as a plugin bug.
+    path = shared / "parquet" / "nautilus-128bit-bars.parquet"
+    req = {"bar_type": ADA, "bars": 5, "end": "1970-01-01T00:00:30Z"}
+    src = {"name": "pq", "plugin": "parquet", "path": str(path), "timestamp_column": "ts_event"}
+    report = run([req], [src]).report.requests[0]
+    assert report.sources[0].status == "empty", report.sources[0].error
+    assert report.sources[0].error is None and report.injected == 0

@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.feather as feather
-from nautilus_backfill.catalogfmt import FIELDS, decode_fixed, newest, scan
+from nautilus_backfill.catalogfmt import (
+    FIELDS,
+    check_bar_files,
+    decode_fixed,
+    newest,
+    scan,
+    uint64_bound,
+)
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.paths import fill_template
 from nautilus_backfill.plugins.parquet.config import ParquetColumns, ParquetSourceConfig
@@ -19,7 +26,8 @@ from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceRe
 from nautilus_backfill.timestamps import to_epoch_ns
 from nautilus_trader.model.data import BarType
 
-# Extensions a folder or glob is searched for; a file's own first bytes decide how it is read.
+# Extensions a folder or glob is searched for. A .parquet file is read as parquet; any other
+# is told by its first bytes (feather V1, IPC file and IPC stream all go by .feather/.arrow).
 EXTENSIONS = ("parquet", "feather", "arrow", "ipc")
 # A plain file's timestamp column when `columns` does not name one (freqtrade calls it date).
 TIMESTAMP_NAMES = ("timestamp", "date", "datetime", "ts", "open_time", "time")
@@ -119,17 +127,19 @@ class ParquetBarSource(BarSource):
             raise SourceError(
                 f"not a NautilusTrader bar file: missing columns {', '.join(missing)}"
             )
-        table = scan(
-            dataset, column, span, shift, request.step_ns, lambda v: pa.scalar(v, pa.uint64())
-        )
+        if isinstance(dataset, ds.FileSystemDataset):
+            check_bar_files(dataset)  # a float column read as fixed-point would be off by 1e9
+        table = scan(dataset, column, span, shift, request.step_ns, uint64_bound)
         pp = meta.get(b"price_precision")
         sp = meta.get(b"size_precision")
         price = int(pp) if pp is not None else None
         size = int(sp) if sp is not None else None
         data = {"ts": pc.cast(table.column(column), pa.int64())}
+        where = str(self.config.path)
         for name in FIELDS:
+            declared = size if name == "volume" else price
             data[name] = pa.array(
-                decode_fixed(table.column(name), size if name == "volume" else price)
+                decode_fixed(table.column(name), declared, name=name, where=where)
             )
         out = pa.table(data, schema=BAR_SCHEMA)
         return SourceResult(out, timestamp_is=edge, price_precision=price, size_precision=size)
@@ -173,7 +183,10 @@ class ParquetBarSource(BarSource):
 
 def _dataset(files: list[str], fs: Any) -> ds.Dataset:
     """
-    Open parquet and Arrow IPC (feather) files as one dataset, each by its own first bytes.
+    Open parquet and Arrow IPC (feather) files as one dataset.
+
+    A file named ``.parquet`` is read as parquet; any other is told by its first 8 bytes,
+    fetched alone (a plain ``open`` reads ahead a whole block: over S3, the whole file).
 
     Parameters
     ----------
@@ -195,9 +208,11 @@ def _dataset(files: list[str], fs: Any) -> ds.Dataset:
     kinds: dict[str, list[str]] = {}
     tables: list[pa.Table] = []
     for f in files:
+        if f.lower().endswith(".parquet"):
+            kinds.setdefault("parquet", []).append(f)
+            continue
         try:
-            with fs.open(f, "rb") as fh:
-                head = fh.read(8)
+            head = bytes(fs.cat_file(f, start=0, end=8))
         except OSError as e:
             raise SourceError(f"{f}: cannot read: {e}") from None
         if head[:4] == b"PAR1":
