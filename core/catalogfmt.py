@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from nautilus_backfill.errors import SourceError
 
 if TYPE_CHECKING:  # source imports config, which may import modules that import this one
@@ -294,6 +295,86 @@ def _all_inside(dataset: ds.Dataset, column: str, lower: Any, upper: Any) -> boo
         return True
     except Exception:  # unknown layouts and stats types: filter to be sure
         return False
+
+
+def read_window(
+    opened: list[pq.ParquetFile], column: str, span: Span, shift: int, step: int
+) -> pa.Table:
+    """
+    Read the rows of `span` from bar files, picking row groups by their statistics.
+
+    The same rows as `scan` over a dataset of the files with `uint64_bound` (in count mode the
+    newest ``limit``), without building a dataset: for many small files (one per bar type of a
+    portfolio) that costs more than reading them.
+
+    Parameters
+    ----------
+    opened : list[pq.ParquetFile]
+        From `open_bar_files`, oldest first.
+    column : str
+        The timestamp column (``ts_init`` or ``ts_event``).
+    span : Span
+        The span.
+    shift : int
+        ``step`` when the column labels the close, else 0.
+    step : int
+        The bar length (ns).
+
+    Returns
+    -------
+    pa.Table
+
+    """
+    top = _clamp(span.end - step + shift)
+    low = _clamp(span.start + shift) if span.start is not None else None
+    # (max, min, file, group) of each row group that may hold rows in the window.
+    groups: list[tuple[int, int, int, int]] = []
+    for k, pf in enumerate(opened):
+        at = pf.schema_arrow.get_field_index(column)
+        meta = pf.metadata
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(at).statistics
+            lo, hi = 0, 2**64 - 1
+            known = stats is not None and stats.has_min_max
+            if known and isinstance(stats.min, int) and isinstance(stats.max, int):
+                lo, hi = stats.min, stats.max
+            if lo > top or (low is not None and hi < low):
+                continue
+            groups.append((hi, lo, k, g))
+    if low is None and span.limit is not None:
+        # Newest groups first until the newest `limit` rows cannot lie in an older group.
+        groups.sort(reverse=True)
+        wanted: list[tuple[int, int, int, int]] = []
+        times: list[np.ndarray] = []
+        held = 0
+        for group in groups:
+            if held >= span.limit:
+                kth = np.partition(np.concatenate(times), held - span.limit)[held - span.limit]
+                if group[0] < kth:
+                    break
+            wanted.append(group)
+            ts = opened[group[2]].read_row_group(group[3], columns=[column]).column(0)
+            ts_np = ts.to_numpy(zero_copy_only=False)
+            times.append(ts_np[ts_np <= top].astype(np.uint64, copy=False))
+            held += len(times[-1])
+        groups = wanted
+    groups.sort(key=lambda g: (g[2], g[3]))  # the files' own order, as a dataset scan reads
+    pieces = [opened[k].read_row_group(g) for _, _, k, g in groups]
+    if not pieces:
+        return opened[0].schema_arrow.empty_table()
+    table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+    ts = table.column(column)
+    upper = pa.scalar(top, pa.uint64())
+    keep = pc.less_equal(ts, upper)
+    if low is not None:
+        keep = pc.and_(keep, pc.greater_equal(ts, pa.scalar(low, pa.uint64())))
+    if not (ts.null_count == 0 and pc.all(keep).as_py()):
+        table = table.filter(keep)  # every row inside: no copy of every column
+    return table if low is not None else newest(table, span.limit, column)
+
+
+def _clamp(ns: int) -> int:
+    return min(max(int(ns), 0), 2**64 - 1)
 
 
 def uint64_bound(ns: int) -> pa.Scalar:

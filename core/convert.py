@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 from nautilus_backfill.bararrays import BarArrays
-from nautilus_backfill.cvec import pack_bars
+from nautilus_backfill.cvec import layout_ready, pack_bars
 from nautilus_trader.model.data import Bar, BarType
 
-# Below this many bars the one-off layout probe (a few ms) costs more than it saves.
+# Below this many bars the one-off layout probe (a few ms) costs more than it saves; once a
+# process has probed the layout for a precision pair (or converted that many bars with it, as
+# a portfolio of short requests does), anything from PACK_MIN bars is packed.
 PACK_THRESHOLD = 20_000
+PACK_MIN = 64
+_converted: dict[tuple[int, int], int] = {}
 
 
 def to_bars(
@@ -46,7 +50,9 @@ def to_bars(
         return []
     ts_init = (bars.ts_open + step_ns).view(np.uint64)
     ts_ev = ts_init if ts_event == "close" else bars.ts_open.view(np.uint64)
-    if len(bars) >= PACK_THRESHOLD:
+    pair = (price_precision, size_precision)
+    seen = _converted[pair] = _converted.get(pair, 0) + len(bars)
+    if len(bars) >= PACK_MIN and (seen >= PACK_THRESHOLD or layout_ready(*pair)):
         values = [bars.open, bars.high, bars.low, bars.close, bars.volume]
         packed = pack_bars(bar_type, price_precision, size_precision, values, ts_ev, ts_init)
         if packed is not None:

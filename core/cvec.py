@@ -17,9 +17,9 @@ disagrees, `pack_bars` returns None and the caller uses `Bar.from_raw_arrays_to_
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +53,9 @@ class _Layout:
     fields: tuple[int, int, int, int, int]  # word offsets of open, high, low, close, volume
     ts_event: int  # word offsets
     ts_init: int
+    # Bytes from an element's offset to the same byte of a `Bar` object's own copy of the bar
+    # (None when not measured): the bar type words before ``open`` are taken from there.
+    delta: int | None = None
 
 
 def _probe_values(
@@ -136,12 +139,13 @@ def _pack(
     precisions: list[int],
     ts_event: np.ndarray,
     ts_init: np.ndarray,
+    template: np.ndarray | None = None,
 ) -> list[Bar] | None:
     n = len(ts_event)
     stride = len(layout.template)
     rows = min(CHUNK, n)
     buffer = np.empty((rows, stride), dtype=np.uint8)
-    buffer[:] = layout.template
+    buffer[:] = layout.template if template is None else template
     vec = (ctypes.c_size_t * 3)()
     out: list[Bar] = []
     words_per_value = layout.width // 8
@@ -176,8 +180,36 @@ def _same(a: Bar, b: Bar) -> bool:
     )
 
 
-@functools.cache
-def _layout(bar_type: str, price_precision: int, size_precision: int) -> _Layout | None:
+def _object_bytes(obj: object) -> bytes:
+    # The fixed part of a Cython object (its struct), read in place.
+    return ctypes.string_at(id(obj), type(obj).__basicsize__)
+
+
+def _bar_offset(layout: _Layout, bar: Bar, precision: int) -> int | None:
+    # Where the `Bar` object holds its open price, relative to where an element holds it.
+    encoded = encode_fixed(np.array([bar.open.as_double()]), precision, layout.width)
+    at = _only(_object_bytes(bar), encoded.buffers()[1].to_pybytes())
+    if at is None:
+        return None
+    delta = at - layout.fields[0] * 8
+    return delta if delta + 8 >= 0 else None
+
+
+def _template_of(layout: _Layout, reference: Bar) -> np.ndarray | None:
+    # The probe's element with `reference`'s bar type: the words between the element's tag
+    # and its open price, copied from the `Bar` NautilusTrader built itself.
+    if layout.delta is None:
+        return None
+    start, stop = 8 + layout.delta, layout.fields[0] * 8 + layout.delta
+    raw = _object_bytes(reference)
+    if stop > len(raw):
+        return None
+    template = layout.template.copy()
+    template[8 : layout.fields[0] * 8] = np.frombuffer(raw[start:stop], dtype=np.uint8)
+    return template
+
+
+def _probe(bar_type: str, price_precision: int, size_precision: int) -> _Layout | None:
     try:
         raw = _rust_elements(bar_type, price_precision, size_precision)
         layout = _measure(raw, price_precision, size_precision) if raw else None
@@ -192,9 +224,77 @@ def _layout(bar_type: str, price_precision: int, size_precision: int) -> _Layout
         )  # fmt: skip
         if packed is None or not all(map(_same, packed, reference)):
             return None
-        return layout
+        delta = _bar_offset(layout, reference[0], price_precision)
+        measured = _Layout(*(getattr(layout, f) for f in ("template", "width", "fields")),
+                           layout.ts_event, layout.ts_init, delta)  # fmt: skip
+        # The bar type copied from NautilusTrader's own `Bar` must give the same bars again.
+        template = _template_of(measured, reference[0])
+        repacked = _pack(measured, values, precisions, ts_event, ts_init, template)
+        if template is None or repacked is None or not all(map(_same, repacked, reference)):
+            return layout  # the probe's bar type only
+        return measured
     except Exception:  # any surprise means the reference path
         return None
+
+
+class _Layouts:
+    # The probe per (bar type, precisions), as `functools.cache` would keep it, and per
+    # precision pair the first layout that can take any bar type (measured `delta`), so a
+    # portfolio of bar types probes once per precision pair, not once per bar type.
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_type: dict[tuple[str, int, int], _Layout | None] = {}
+        self._by_pair: dict[tuple[int, int], _Layout | None] = {}
+
+    def __call__(self, bar_type: str, price_precision: int, size_precision: int) -> _Layout | None:
+        key = (bar_type, price_precision, size_precision)
+        with self._lock:
+            if key in self._by_type:
+                return self._by_type[key]
+        layout = _probe(*key)
+        with self._lock:
+            self._by_type[key] = layout
+            pair = (price_precision, size_precision)
+            if layout is not None and layout.delta is not None:
+                self._by_pair.setdefault(pair, layout)
+            elif pair not in self._by_pair:
+                self._by_pair[pair] = None
+        return layout
+
+    def of(self, bar_type: str, price_precision: int, size_precision: int) -> _Layout | None:
+        with self._lock:
+            found = self._by_pair.get((price_precision, size_precision))
+        return found if found is not None else self(bar_type, price_precision, size_precision)
+
+    def probed(self, price_precision: int, size_precision: int) -> bool:
+        with self._lock:
+            return (price_precision, size_precision) in self._by_pair
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._by_type.clear()
+            self._by_pair.clear()
+
+
+_layout = _Layouts()
+
+
+def layout_ready(price_precision: int, size_precision: int) -> bool:
+    """
+    Return whether the layout for these precisions was already probed in this process.
+
+    Parameters
+    ----------
+    price_precision, size_precision : int
+        The precisions.
+
+    Returns
+    -------
+    bool
+
+    """
+    return _layout.probed(price_precision, size_precision)
 
 
 def pack_bars(
@@ -228,10 +328,27 @@ def pack_bars(
 
     """
     precisions = [price_precision] * 4 + [size_precision]
+    n = len(ts_event)
+    if not n:
+        return []
     for v, p in zip(values, precisions, strict=True):
-        if len(v) and float(np.abs(v).max()) * 10.0**p >= 2.0**53:
+        if float(np.abs(v).max()) * 10.0**p >= 2.0**53:
             return None
-    layout = _layout(str(bar_type), price_precision, size_precision)
+    layout = _layout.of(str(bar_type), price_precision, size_precision)
     if layout is None:
         return None
-    return _pack(layout, values, precisions, ts_event, ts_init)
+    # NautilusTrader builds the first and last bars itself: their bar type goes into the
+    # template, and the packed ones must equal them field for field.
+    ends = [0, n - 1] if n > 1 else [0]
+    reference = Bar.from_raw_arrays_to_list(
+        bar_type, price_precision, size_precision,
+        *(np.ascontiguousarray(v[ends]) for v in values),
+        np.ascontiguousarray(ts_event[ends]), np.ascontiguousarray(ts_init[ends]),
+    )  # fmt: skip
+    template = _template_of(layout, reference[0])
+    if template is None:
+        return None
+    packed = _pack(layout, values, precisions, ts_event, ts_init, template)
+    if packed is None or not all(_same(packed[i], r) for i, r in zip(ends, reference, strict=True)):
+        return None
+    return packed

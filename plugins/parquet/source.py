@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import fsspec
@@ -11,11 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.feather as feather
+import pyarrow.parquet as pq
 from nautilus_backfill.catalogfmt import (
     FIELDS,
     check_bar_files,
+    check_bar_schema,
     decode_fixed,
     newest,
+    read_window,
     scan,
     uint64_bound,
 )
@@ -58,11 +63,64 @@ class ParquetBarSource(BarSource):
 
         """
         files, catalog, fs = self._files(request)
+        return self._answer(files, catalog, fs, request, span)
+
+    def fetch_many(self, calls: list[tuple[BarRequest, Span]]) -> list[Any]:
+        """
+        Answer many requests with one listing of the catalog.
+
+        A catalog root is listed once for all bar types (not once per request, which costs
+        the square of their number), and each bar type's files are then read exactly as
+        `fetch` reads them. Other layouts are fetched per request.
+
+        Parameters
+        ----------
+        calls : list[tuple[BarRequest, Span]]
+            The ``(request, span)`` pairs.
+
+        Returns
+        -------
+        list[SourceResult | Exception]
+            One answer per pair: what `fetch` returns, or the exception it raises.
+
+        """
+        try:
+            index = self._catalog_index()
+        except Exception as e:  # the listing failed: every pair fails the same way
+            return [e] * len(calls)
+        stop_at = _stop_at(calls)
+
+        def one(call: tuple[BarRequest, Span]) -> Any:
+            request, span = call
+            if stop_at is not None and time.monotonic() >= stop_at:
+                # Stop short of the timeout: the answers so far are kept, not abandoned.
+                return SourceError("not read before the source's timeout", status="timeout")
+            try:
+                if index is None:
+                    return self.fetch(request, span)
+                by_folder, fs = index
+                files = by_folder.get(str(request.bar_type).replace("/", ""), [])
+                return self._answer(files, True, fs, request, span)
+            except Exception as e:  # one pair's failure is that pair's answer only
+                return e
+
+        if index is not None or len(calls) == 1:
+            return [one(c) for c in calls]
+        # Plain files: one file (or template) per request, read as the host would, in parallel.
+        with ThreadPoolExecutor(max_workers=min(len(calls), self.max_parallel)) as pool:
+            return list(pool.map(one, calls))
+
+    def _answer(
+        self, files: list[str], catalog: bool, fs: Any, request: BarRequest, span: Span
+    ) -> SourceResult:
         if not files:
             raise SourceError(
                 f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
             )
         try:
+            if catalog and self.config.layout != "plain":
+                # A catalog's bar files: their footers, then only the row groups in the window.
+                return self._catalog_files(files, fs, request, span)
             dataset = _dataset(files, fs)
             meta = dataset.schema.metadata or {}
             is_catalog = self.config.layout == "catalog" or (
@@ -76,12 +134,29 @@ class ParquetBarSource(BarSource):
             where = files[0] if len(files) == 1 else f"{len(files)} files under {self.config.path}"
             raise SourceError(f"{where}: cannot read: {e}") from None
 
-    def _files(self, request: BarRequest) -> tuple[list[str], bool, Any]:
+    def _root(self) -> tuple[Any, str]:
         path = self.config.path
         if "://" in path:  # an fsspec URL: s3://, gs://, memory://, ...
             fs, root = fsspec.core.url_to_fs(path, **dict(self.config.storage_options or {}))
         else:
             fs, root = fsspec.filesystem("file"), str(self.context.resolve(path))
+        return fs, root
+
+    def _catalog_index(self) -> tuple[dict[str, list[str]], Any] | None:
+        # Every bar type's files from one recursive listing; None when not a catalog root.
+        fs, root = self._root()
+        bar_dir = f"{root.rstrip('/')}/data/bar"
+        if not fs.isdir(bar_dir):
+            return None
+        found: dict[str, list[str]] = {}
+        prefix = len(bar_dir.rstrip("/")) + 1
+        for f in fs.find(bar_dir):
+            if f.endswith(".parquet") and "/" in f[prefix:]:
+                found.setdefault(f[prefix:].split("/", 1)[0], []).append(f)
+        return {k: sorted(v) for k, v in found.items()}, fs
+
+    def _files(self, request: BarRequest) -> tuple[list[str], bool, Any]:
+        fs, root = self._root()
         bar_dir = f"{root.rstrip('/')}/data/bar"
         if fs.isdir(bar_dir):
             # The catalog names folders after the bar type without "/" (EURUSD.SIM-...).
@@ -101,9 +176,20 @@ class ParquetBarSource(BarSource):
                 out.append(f)
         return out, False, fs
 
-    def _catalog(
-        self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span
+    def _catalog_files(
+        self, files: list[str], fs: Any, request: BarRequest, span: Span
     ) -> SourceResult:
+        opened = [pq.ParquetFile(f, filesystem=fs) for f in files]
+        schema = opened[0].schema_arrow  # as a dataset of the files takes the first one's
+        self._same_bar_type(schema.metadata or {}, request)
+        column, edge, shift = self._edge(request)
+        self._has_columns(schema.names, column)
+        for f, pf in zip(files, opened, strict=True):
+            check_bar_schema(pf.schema_arrow, f)
+        table = read_window(opened, column, span, shift, request.step_ns)
+        return self._decoded(table, schema.metadata or {}, column, edge)
+
+    def _same_bar_type(self, meta: dict[bytes, bytes], request: BarRequest) -> None:
         declared = meta.get(b"bar_type", b"").decode("utf-8", errors="replace")
         try:
             theirs: BarType | None = BarType.from_str(declared) if declared else None
@@ -119,17 +205,33 @@ class ParquetBarSource(BarSource):
                 "bar type's files (a catalog root, or a template such as "
                 "'bars/{instrument_id}-{spec}.parquet')"
             )
+
+    def _edge(self, request: BarRequest) -> tuple[str, str, int]:
         column = self.config.timestamp_column or "ts_init"
         edge = self.config.timestamp_is or ("close" if column == "ts_init" else "open")
-        shift = request.step_ns if edge == "close" else 0
-        missing = [c for c in (*FIELDS, column) if c not in dataset.schema.names]
+        return column, edge, request.step_ns if edge == "close" else 0
+
+    def _has_columns(self, names: list[str], column: str) -> None:
+        missing = [c for c in (*FIELDS, column) if c not in names]
         if missing:
             raise SourceError(
                 f"not a NautilusTrader bar file: missing columns {', '.join(missing)}"
             )
+
+    def _catalog(
+        self, dataset: ds.Dataset, meta: dict[bytes, bytes], request: BarRequest, span: Span
+    ) -> SourceResult:
+        self._same_bar_type(meta, request)
+        column, edge, shift = self._edge(request)
+        self._has_columns(dataset.schema.names, column)
         if isinstance(dataset, ds.FileSystemDataset):
             check_bar_files(dataset)  # a float column read as fixed-point would be off by 1e9
         table = scan(dataset, column, span, shift, request.step_ns, uint64_bound)
+        return self._decoded(table, meta, column, edge)
+
+    def _decoded(
+        self, table: pa.Table, meta: dict[bytes, bytes], column: str, edge: str
+    ) -> SourceResult:
         pp = meta.get(b"price_precision")
         sp = meta.get(b"size_precision")
         price = int(pp) if pp is not None else None
@@ -179,6 +281,15 @@ class ParquetBarSource(BarSource):
         out = pa.table(data, schema=BAR_SCHEMA)
         out = out.filter(in_span(out.column("ts"), span, shift, request.step_ns))
         return SourceResult(newest(out, span.limit), timestamp_is=edge)
+
+
+def _stop_at(calls: list[tuple[BarRequest, Span]]) -> float | None:
+    # A little before the call's deadline, so what was read is returned in time.
+    deadlines = [s.deadline for _, s in calls if s.deadline is not None]
+    if not deadlines:
+        return None
+    deadline = min(deadlines)
+    return deadline - min(0.5, 0.1 * max(0.0, deadline - time.monotonic()))
 
 
 def _dataset(files: list[str], fs: Any) -> ds.Dataset:
