@@ -17,6 +17,7 @@ disagrees, `pack_bars` returns None and the caller uses `Bar.from_raw_arrays_to_
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import tempfile
 import threading
@@ -225,8 +226,7 @@ def _probe(bar_type: str, price_precision: int, size_precision: int) -> _Layout 
         if packed is None or not all(map(_same, packed, reference)):
             return None
         delta = _bar_offset(layout, reference[0], price_precision)
-        measured = _Layout(*(getattr(layout, f) for f in ("template", "width", "fields")),
-                           layout.ts_event, layout.ts_init, delta)  # fmt: skip
+        measured = dataclasses.replace(layout, delta=delta)
         # The bar type copied from NautilusTrader's own `Bar` must give the same bars again.
         template = _template_of(measured, reference[0])
         repacked = _pack(measured, values, precisions, ts_event, ts_init, template)
