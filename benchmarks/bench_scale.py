@@ -151,15 +151,21 @@ def main() -> None:
             folder = Path(tmp)
             t0 = time.perf_counter()
             build(folder, types, bars)
-            print(f"{case}: built {types:,} bar types x {bars:,} bars in {time.perf_counter() - t0:.1f}s")
+            print(
+                f"{case}: built {types:,} bar types x {bars:,} bars in {time.perf_counter() - t0:.1f}s"
+            )
             nt = _runs("nautilus", folder, types, bars, args.repeat)
             bf = _runs("backfill", folder, types, bars, args.repeat)
         rows.append((case, types, bars, nt, bf))
-    print(f"\nbest of {args.repeat}, each run in a fresh process; load average now "
-          f"{os.getloadavg()[0]:.2f}\n")
-    print("| case | bar types x bars | NautilusTrader best (s) | backfill best (s) | ratio | "
-          "NT median (s) | backfill median (s) | median ratio | NT peak RSS (MB) | "
-          "backfill peak RSS (MB) | RSS ratio |")
+    print(
+        f"\nbest of {args.repeat}, each run in a fresh process; load average now "
+        f"{os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        "| case | bar types x bars | NautilusTrader best (s) | backfill best (s) | ratio | "
+        "NT median (s) | backfill median (s) | median ratio | NT peak RSS (MB) | "
+        "backfill peak RSS (MB) | RSS ratio |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case, types, bars, nt, bf in rows:
         b_nt, b_bf = min(r["s"] for r in nt), min(r["s"] for r in bf)
@@ -167,11 +173,15 @@ def main() -> None:
         m_bf = statistics.median(r["s"] for r in bf)
         r_nt = max(r["rss_mb"] for r in nt)
         r_bf = max(r["rss_mb"] for r in bf)
-        print(f"| {case} | {types:,} x {bars:,} | {b_nt:.3f} | {b_bf:.3f} | {b_bf / b_nt:.2f} | "
-              f"{m_nt:.3f} | {m_bf:.3f} | {m_bf / m_nt:.2f} | {r_nt:.0f} | {r_bf:.0f} | "
-              f"{r_bf / r_nt:.2f} |")
-    print("\ntargets: many-300 ratio <= 1.0 (best of 5 and median); memory-5M RSS ratio <= 2.0 "
-          "(peak RSS is the highest of the runs)")
+        print(
+            f"| {case} | {types:,} x {bars:,} | {b_nt:.3f} | {b_bf:.3f} | {b_bf / b_nt:.2f} | "
+            f"{m_nt:.3f} | {m_bf:.3f} | {m_bf / m_nt:.2f} | {r_nt:.0f} | {r_bf:.0f} | "
+            f"{r_bf / r_nt:.2f} |"
+        )
+    print(
+        "\ntargets: many-300 ratio <= 1.0 (best of 5 and median); memory-5M RSS ratio <= 2.0 "
+        "(peak RSS is the highest of the runs)"
+    )
 
 
 if __name__ == "__main__":

@@ -327,39 +327,42 @@ def read_window(
     """
     top = _clamp(span.end - step + shift)
     low = _clamp(span.start + shift) if span.start is not None else None
-    # (max, min, file, group) of each row group that may hold rows in the window.
-    groups: list[tuple[int, int, int, int]] = []
+    # (max, min, rows, file, group) of each row group that may hold rows in the window.
+    groups: list[tuple[int, int, int, int, int]] = []
     for k, pf in enumerate(opened):
         at = pf.schema_arrow.get_field_index(column)
         meta = pf.metadata
         for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(at).statistics
+            group = meta.row_group(g)
+            stats = group.column(at).statistics
             lo, hi = 0, 2**64 - 1
             known = stats is not None and stats.has_min_max
             if known and isinstance(stats.min, int) and isinstance(stats.max, int):
                 lo, hi = stats.min, stats.max
             if lo > top or (low is not None and hi < low):
                 continue
-            groups.append((hi, lo, k, g))
+            groups.append((hi, lo, group.num_rows, k, g))
     if low is None and span.limit is not None:
-        # Newest groups first until the newest `limit` rows cannot lie in an older group.
+        # Newest groups first, from the statistics alone, until `limit` rows lie in groups
+        # wholly inside the window that are all newer than any group left out.
         groups.sort(reverse=True)
-        wanted: list[tuple[int, int, int, int]] = []
-        times: list[np.ndarray] = []
-        held = 0
+        wanted: list[tuple[int, int, int, int, int]] = []
+        held, floor = 0, 2**64
         for group in groups:
-            if held >= span.limit:
-                kth = np.partition(np.concatenate(times), held - span.limit)[held - span.limit]
-                if group[0] < kth:
-                    break
+            if held >= span.limit and group[0] < floor:
+                break
             wanted.append(group)
-            ts = opened[group[2]].read_row_group(group[3], columns=[column]).column(0)
-            ts_np = ts.to_numpy(zero_copy_only=False)
-            times.append(ts_np[ts_np <= top].astype(np.uint64, copy=False))
-            held += len(times[-1])
+            floor = min(floor, group[1])
+            if group[0] <= top:
+                held += group[2]
         groups = wanted
-    groups.sort(key=lambda g: (g[2], g[3]))  # the files' own order, as a dataset scan reads
-    pieces = [opened[k].read_row_group(g) for _, _, k, g in groups]
+    groups.sort(key=lambda g: (g[3], g[4]))  # the files' own order, as a dataset scan reads
+    pieces = []
+    for k, pf in enumerate(opened):
+        mine = [g[4] for g in groups if g[3] == k]
+        if mine:
+            # One small group reads faster on this thread than through Arrow's pool.
+            pieces.append(pf.read_row_groups(mine, use_threads=len(mine) > 1))
     if not pieces:
         return opened[0].schema_arrow.empty_table()
     table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
