@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 from nautilus_backfill.errors import BackfillError
 from nautilus_backfill.progress import Progress
-from nautilus_backfill.timeutil import format_ns
+from nautilus_backfill.timeutil import format_age, format_ns
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -131,22 +132,50 @@ def fetch(config: Path, as_json: bool, quiet: bool) -> None:
             click.echo(f"plan: {line}", err=True)
         from tqdm import tqdm
 
-        bar = tqdm(total=0, unit="call", file=sys.stderr, dynamic_ncols=True)
+        # The time left is ours, not tqdm's: it knows about pacing waits the rate cannot show.
+        bar = tqdm(
+            total=0,
+            unit="request",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )
         stage: list[str] = []
         lock = threading.Lock()
+        last: list[tuple[Progress, float]] = []
+
+        def show() -> None:
+            p, at = last[-1]
+            tail = ""
+            if p.eta_s is not None:
+                tail = f", about {format_age(max(0.0, p.eta_s - (time.monotonic() - at)))} left"
+            bar.set_postfix_str(f"{p.bars:,} bars{tail}", refresh=False)
+            bar.refresh()
 
         def on_progress(p: Progress) -> None:
             with lock:
                 if not stage or stage[-1] != p.source:
                     stage.append(p.source)
-                    bar.reset(total=p.calls_total)
+                    bar.reset(total=p.parts_total)
                     bar.set_description(p.source)
-                bar.n = p.calls_done
-                bar.set_postfix_str(f"{p.bars:,} bars", refresh=False)
-                bar.refresh()
+                bar.total = p.parts_total
+                bar.n = p.parts_done
+                last.append((p, time.monotonic()))
+                del last[:-1]
+                show()
+
+        def tick() -> None:  # keep the clock and the time left moving between answers
+            while not ticking.wait(1.0):
+                with lock:
+                    if last:
+                        show()
+
+        ticking = threading.Event()
+        threading.Thread(target=tick, daemon=True).start()
 
     result = backfill.fetch(on_progress=on_progress)
     if bar is not None:
+        ticking.set()
         bar.close()
     report = result.report
     click.echo(report.to_json() if as_json else report.render())

@@ -541,10 +541,13 @@ class Backfill:
                 return SourceError("the deadline had passed", status="not_asked"), 0.0
             timeout = min(src_cfg.timeout_s, remaining)
             reported = [0]
+            key = id(call)
 
-            def rows(n: int) -> None:
+            def rows(
+                n: int, done: int | None = None, total: int | None = None, eta: float | None = None
+            ) -> None:
                 reported[0] += n
-                tracker.rows(n)
+                tracker.rows(n, key, done, total, eta)
 
             open_ = [True]
 
@@ -553,7 +556,6 @@ class Backfill:
                     if not open_[0]:  # a call abandoned at its timeout hands over nothing more
                         return
                     self._piece(w, src_cfg, source, result, (start, end), store, deadline_at)
-                tracker.rows(_rows_of(result))  # pieces handed over count as progress
 
             span = replace(
                 span, deadline=time.monotonic() + timeout, progress=rows, partial=partial

@@ -28,6 +28,10 @@ class Progress:
         Time since the stage started (pacing waits included).
     eta_s : float | None
         Estimated time left in the stage, from the pace so far; None before the first answer.
+    parts_done : int
+        Parts answered: broker requests for sources that report them, else calls.
+    parts_total : int
+        Parts known so far.
 
     """
 
@@ -37,6 +41,8 @@ class Progress:
     bars: int
     elapsed_s: float
     eta_s: float | None
+    parts_done: int = 0
+    parts_total: int = 0
 
 
 class ProgressTracker:
@@ -64,19 +70,38 @@ class ProgressTracker:
         self.bars = 0
         self.started = time.monotonic()
         self._lock = threading.Lock()
+        self._parts: dict[int, tuple[int, int]] = {}
+        self._eta: dict[int, tuple[float, float]] = {}
 
-    def rows(self, n: int) -> None:
+    def rows(
+        self,
+        n: int,
+        call: int | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        eta_s: float | None = None,
+    ) -> None:
         """
-        Add rows received (a source's `Span.progress` calls this).
+        Add rows received (a source's `Span.progress` calls this), and the call's parts.
 
         Parameters
         ----------
         n : int
             Rows since the last call.
+        call : int, optional
+            Which call they belong to.
+        done, total : int, optional
+            The call's parts answered and known (broker requests).
+        eta_s : float, optional
+            The source's own estimate of the call's time left (pacing waits included).
 
         """
         with self._lock:
             self.bars += max(0, int(n))
+            if call is not None and isinstance(done, int) and isinstance(total, int):
+                self._parts[call] = (max(0, done), max(done, total, 1))
+            if call is not None and isinstance(eta_s, int | float):
+                self._eta[call] = (float(eta_s), time.monotonic())
         self._emit()
 
     def call_done(self) -> None:
@@ -93,7 +118,19 @@ class ProgressTracker:
         with self._lock:
             elapsed = time.monotonic() - self.started
             done, total = self.calls_done, self.calls_total
-            eta = elapsed * (total - done) / done if done else None
-            snapshot = Progress(self.source, done, total, self.bars, elapsed, eta)
+            # Calls that report parts count by their parts; the others as one part each.
+            parts_done = sum(d for d, _ in self._parts.values())
+            parts_total = sum(t for _, t in self._parts.values())
+            unparted = total - len(self._parts)
+            parts_done += max(0, done - len(self._parts)) if unparted > 0 else 0
+            parts_total += max(0, unparted)
+            eta = elapsed * (parts_total - parts_done) / parts_done if parts_done else None
+            now = time.monotonic()
+            own = [max(0.0, e - (now - at)) for e, at in self._eta.values()]
+            if own and parts_done < parts_total:  # the slowest call the source estimated
+                eta = max(eta or 0.0, *own)
+            snapshot = Progress(
+                self.source, done, total, self.bars, elapsed, eta, parts_done, parts_total
+            )
         with contextlib.suppress(Exception):  # a display must never fail the backfill
             self.callback(snapshot)

@@ -475,7 +475,7 @@ def log_progress(every_s: float = 5.0, log: Logger | None = None) -> Callable[[P
             last[0] = now
         eta = "" if p.eta_s is None or final else f", about {format_age(p.eta_s)} left"
         log.info(
-            f"backfill: {p.source} {p.calls_done}/{p.calls_total} calls, {p.bars:,} bars, "
+            f"backfill: {p.source} {p.parts_done}/{p.parts_total} requests, {p.bars:,} bars, "
             f"{format_age(p.elapsed_s)}{eta}"
         )
 

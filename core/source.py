@@ -81,10 +81,12 @@ class Span:
         part of its answer should return what it has before then, with
         ``SourceResult.failure`` set to a ``SourceError`` of status ``"timeout"``; a call still
         running at the deadline is abandoned and whatever it got is lost.
-    progress : Callable[[int], None] | None
-        For long downloads: call it with the number of rows received since the last call,
-        so progress displays move before `fetch` returns (pieces handed to `partial` count by
-        themselves). Optional to call; thread-safe.
+    progress : Callable[..., None] | None
+        For long downloads: call it as ``progress(rows)`` with the number of rows received
+        since the last call (pieces handed to `partial` included), or as ``progress(rows,
+        done, total, eta_s)`` when the call is made of parts (broker requests) and the source
+        knows better than the rate so far how long the rest takes (pacing waits), so progress
+        displays move and estimate the time left before `fetch` returns. Optional; thread-safe.
     partial : Callable[[SourceResult, int, int], None] | None
         For long downloads: hand over a finished piece early, with the window ``[start,
         end)`` it answers for (bars or none), in `Span` terms: bars whose whole interval lies
@@ -99,7 +101,7 @@ class Span:
     end: int
     limit: int | None = None
     deadline: float | None = None
-    progress: Callable[[int], None] | None = None
+    progress: Callable[..., None] | None = None
     partial: Callable[[SourceResult, int, int], None] | None = None
 
 

@@ -535,6 +535,8 @@ class IBSimulator:
                 )
                 return
             fmt = "%Y%m%d %H:%M:%S"
+            with self._lock:  # closed once its end goes out: the client may send the next now
+                self.open_requests.pop(key, None)
             conn.send(
                 108,
                 req.req_id,

@@ -44,6 +44,8 @@ class Download(BarSource):
             ts = np.arange(start, end, MIN, dtype=np.int64)
             p = price(ts)
             table = pa.table({"ts": ts, "open": p, "high": p, "low": p, "close": p, "volume": np.ones(len(ts))})
+            span.progress(len(ts), (span.end - start) // MIN // self.config.chunk,
+                          -(-(span.end - span.start) // MIN // self.config.chunk))
             span.partial(SourceResult(table, price_precision=5, size_precision=0), start, end)
             end = start
         return SourceResult(pa.table({"ts": pa.array([], pa.int64()), **{k: pa.array([], pa.float64())

@@ -337,3 +337,36 @@ def test_two_real_processes_at_once_share_one_pacing_history(simulator, pacing_s
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     assert len(sim.requests) == 80 and {r.client_id for r in sim.requests} == {901, 911}
     assert sim.violations == []
+
+
+def test_answers_are_handed_over_while_later_requests_still_wait_for_pacing(simulator, tmp_path):
+    # 70 requests of 5-second bars: 60 go out, the other 10 wait for IB's 10-minute window
+    # (scaled to 3 s). The 60 answered ones must reach the host before that wait ends, or a
+    # kill during hours of pacing would lose them all.
+    from pathlib import Path
+
+    from nautilus_backfill.config import BarRequestConfig
+    from nautilus_backfill.orchestrator import build_request
+    from nautilus_backfill.plugins.ib import IBBarSource, IBSourceConfig
+    from nautilus_backfill.source import SourceContext, Span
+
+    scale = 3 / 600
+    sim = simulator(time_scale=scale)
+    config = IBSourceConfig(name="ib", plugin="ib", port=sim.port, use_rth=False, timeout="60s",
+                            pacing_scale=scale, pacing_state=str(tmp_path / "pacing"))
+    source = IBBarSource(config, SourceContext(Path(".")))
+    request = build_request(BarRequestConfig(bar_type="AAPL.NASDAQ-5-SECOND-LAST-EXTERNAL",
+                                             start="2024-03-01T00:00:00Z", end="2024-03-03T22:00:00Z"), 0)
+    started = time.monotonic()
+    pieces = []
+    span = Span(request.start_ns, request.end_ns, deadline=started + 30,
+                partial=lambda result, start, end: pieces.append(time.monotonic() - started))
+    try:
+        source.fetch(request, span)
+    finally:
+        source.close()
+    assert len(sim.requests) == 70
+    last_sent = max(r.received for r in sim.requests) - started
+    assert last_sent > 2.5  # the pacing wait happened
+    early = [t for t in pieces if t < last_sent]
+    assert len(early) >= 50, (len(early), last_sent)

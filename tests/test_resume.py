@@ -82,7 +82,7 @@ def test_random_kills_during_a_download_lose_nothing_that_was_written(tmp_path):
     assert partial >= 20  # most kills landed mid-download, not before or after it
 
 
-def test_pieces_handed_over_move_the_progress_display(tmp_path):
+def test_a_long_download_reports_its_parts_and_rows_as_they_arrive(tmp_path):
     seen = []
     registry = rw.build_registry(entry_points=False, extra=[("download", rw.Plugin())])
     from nautilus_backfill.config import config_from_dict
@@ -93,5 +93,7 @@ def test_pieces_handed_over_move_the_progress_display(tmp_path):
                                                         "size_precision": 0}],
                                          "sources": [{"name": "ib", "plugin": "download"}]}}, registry=registry)
     Backfill(cfg, registry=registry).fetch(on_progress=seen.append)
-    during = [p.bars for p in seen if p.calls_done == 0]
-    assert during[:3] == [100, 200, 300] and seen[-1].bars == 3000 and seen[-1].calls_done == 1
+    during = [(p.bars, p.parts_done, p.parts_total) for p in seen if p.calls_done == 0]
+    assert during[:3] == [(100, 1, 30), (200, 2, 30), (300, 3, 30)]
+    assert seen[-1].bars == 3000 and seen[-1].calls_done == 1 and seen[-1].parts_done == 30
+    assert all(p.eta_s is not None for p in seen)

@@ -26,7 +26,9 @@ from nautilus_backfill.plugins.ib.planner import (
     bar_size_setting,
     estimate,
     iter_plan,
+    least_pacing_s,
     max_duration_s,
+    request_count,
 )
 from nautilus_backfill.source import (
     BAR_SCHEMA,
@@ -302,6 +304,8 @@ class IBBarSource(BarSource):
         what = self._what_to_show(request, contract)
         download = _Download(self, conn, contract, bar_size, what, step_s, deadline)
         download.progress = span.progress
+        if span.start is not None:
+            download.expected = request_count((span.end - span.start) // NS, step_s)
         partial = getattr(span, "partial", None)
         carried = [False]
         if partial is not None:
@@ -659,12 +663,15 @@ class _Download:
         self.bar_size, self.what, self.step_s, self.deadline = bar_size, what, step_s, deadline
         self.daily, self.weekly = step_s >= DAY, step_s == 7 * DAY
         self._rows: list[list[tuple]] = []
-        self.progress: Callable[[int], None] | None = None
+        self.progress: Callable[..., None] | None = None
         self.handover: Callable[[list[tuple], Chunk], None] | None = None
         self._handed: set[int] = set()
         self._batches = 0
         self.asked = 0
         self.answered = 0
+        self.expected = 0  # the requests the plan makes, for progress displays
+        self.late = 0  # requests the deadline cut
+        self.started = time.monotonic()
 
     def rows(self, handed: bool = False) -> list[tuple]:
         """
@@ -706,17 +713,7 @@ class _Download:
         pending: Iterable[Chunk] = chunks
         while True:
             self._batches += 1
-            asked: list[Chunk] = []
-            sent: list[tuple[int, int, Future, _Release]] = []
-            failure: SourceError | None = None
-            try:
-                for chunk in pending:
-                    sent.append(self._send(chunk))
-                    asked.append(chunk)
-            except SourceError as e:  # the limiter: no slot or pacing window before the deadline
-                failure = e
-            retry, failed = self._collect(asked, sent)
-            failure = failed or failure
+            retry, failure = self._send_and_collect(pending)
             if failure is not None:
                 raise failure
             if not retry:
@@ -724,6 +721,62 @@ class _Download:
             # 162 pacing violation: IB asks for a pause before the same requests.
             time.sleep(PACING_RETRY_S * self.source.limiter.scale)
             pending = retry
+
+    def _send_and_collect(self, chunks: Iterable[Chunk]) -> tuple[list[Chunk], SourceError | None]:
+        # Requests go out as the limiter lets them, from a thread of their own, while the
+        # answers are collected (and handed over) as they come: under IB's pacing a long
+        # download sends for hours, and what arrived must not wait for the last request.
+        sent: list[tuple[Chunk, tuple[int, int, Future, _Release]]] = []
+        cond = threading.Condition()
+        stop = threading.Event()
+        state: dict[str, Any] = {"done": False, "failure": None}
+
+        def send() -> None:
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    item = (chunk, self._send(chunk))
+                    with cond:
+                        sent.append(item)
+                        cond.notify_all()
+            except SourceError as e:  # the limiter: no slot or pacing window before the deadline
+                state["failure"] = e
+            except Exception as e:  # a send that fails must not leave the collector waiting
+                state["failure"] = SourceError(f"sending to IB: {type(e).__name__}: {e}")
+            finally:
+                with cond:
+                    state["done"] = True
+                    cond.notify_all()
+
+        sender = threading.Thread(target=send, name="ib-send", daemon=True)
+        sender.start()
+        retry: list[Chunk] = []
+        failure: SourceError | None = None
+        taken = 0
+        while True:
+            with cond:
+                while taken == len(sent) and not state["done"]:
+                    cond.wait(0.05)
+                batch = sent[taken:]
+                taken = len(sent)
+                finished = state["done"] and not batch
+            if finished:
+                break
+            if failure is not None:
+                # After a failure the rest are still collected (their rows are kept).
+                self._collect([c for c, _ in batch], [x for _, x in batch])
+                continue
+            more, failed = self._collect([c for c, _ in batch], [x for _, x in batch])
+            retry += more
+            if failed is not None:
+                failure = failed
+                stop.set()
+        sender.join(timeout=max(0.0, self.deadline - time.monotonic()) + 1.0)
+        failure = failure or state["failure"]
+        if failure is not None and failure.status == "timeout" and self.late:
+            failure = self._late_failure()  # counted over every batch collected
+        return ([] if failure is not None else retry), failure
 
     def _send(self, chunk: Chunk) -> tuple[int, int, Future, _Release]:
         contract = self.contract
@@ -755,9 +808,15 @@ class _Download:
         return len(self._rows) - 1, req_id, future, release
 
     def _progress(self, rows: int) -> None:
-        if self.progress is not None:
-            with contextlib.suppress(Exception):  # a display must never fail the download
-                self.progress(rows)
+        if self.progress is None:
+            return
+        # Retried requests (after a pacing violation) are the same parts asked again.
+        total = max(self.answered, self.expected or self.asked)
+        # Under pacing the rate so far says little: the next window may be minutes away.
+        pacing = least_pacing_s(total, self.step_s) * self.source.limiter.scale
+        eta = max(0.0, pacing - (time.monotonic() - self.started)) if pacing else None
+        with contextlib.suppress(Exception):  # a display must never fail the download
+            self.progress(rows, self.answered, total, eta)
 
     def _collect(
         self, chunks: list[Chunk], sent: list[tuple[int, int, Future, _Release]]
@@ -795,17 +854,22 @@ class _Download:
             # not wait for a progress display.
             self._progress(len(bars))
             # A lone first request returns with the answer a moment later: nothing to gain.
-            if complete and self.handover is not None and (len(sent) > 1 or self._batches > 1):
+            several = self.asked > 1 or self._batches > 1 or self.expected > 1
+            if complete and self.handover is not None and several:
                 self._hand_over(slot, chunk)
+        self.late += late
         if late and failure is None:
-            name = self.contract.localSymbol or self.contract.symbol
-            failure = SourceError(
-                f"IB did not answer {late} of {len(sent)} requests ({self.bar_size} {self.what} "
-                f"for {name}) before the deadline (source timeout "
-                f"{self.source.config.timeout}); the bars that came are kept",
-                status="timeout",
-            )
+            failure = self._late_failure()
         return ([] if failure is not None else retry), failure
+
+    def _late_failure(self) -> SourceError:
+        name = self.contract.localSymbol or self.contract.symbol
+        return SourceError(
+            f"IB did not answer {self.late} of {self.asked} requests ({self.bar_size} {self.what} "
+            f"for {name}) before the deadline (source timeout "
+            f"{self.source.config.timeout}); the bars that came are kept",
+            status="timeout",
+        )
 
 
 class _Release:
