@@ -16,11 +16,24 @@ class PluginError(BackfillError):
 
 
 class SourceError(BackfillError):
-    """A source failed; the message is shown in the report and the next source is asked."""
+    """
+    A source failed; the message is shown in the report and the next source is asked.
 
-    def __init__(self, message: str, status: str = "error") -> None:
+    Parameters
+    ----------
+    message : str
+        What went wrong, and where.
+    status : str, default "error"
+        The source's status in the report (``refused``, ``timeout``, ``empty``, ...).
+    key : str, optional
+        The source config key the problem concerns, for ``check`` to name.
+
+    """
+
+    def __init__(self, message: str, status: str = "error", key: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.key = key
 
 
 class InsufficientHistoryError(BackfillError):

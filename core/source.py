@@ -337,6 +337,28 @@ def in_span(ts: pa.Array | pa.ChunkedArray, span: Span, shift: int, step: int) -
     return pc.fill_null(pc.or_kleene(pc.is_null(ts), keep), True)
 
 
+def within(table: pa.Table, span: Span, step: int) -> pa.Table:
+    """
+    Keep the rows of `span` (and unparsed ones), without a copy when that is all of them.
+
+    Parameters
+    ----------
+    table : pa.Table
+        Bars with an open-stamped ``ts`` column.
+    span : Span
+        The span.
+    step : int
+        The bar length (ns).
+
+    Returns
+    -------
+    pa.Table
+
+    """
+    mask = in_span(table.column("ts"), span, 0, step)
+    return table if pc.all(mask).as_py() is not False else table.filter(mask)
+
+
 def empty_table() -> pa.Table:
     """
     Return an empty table of `BAR_SCHEMA`.

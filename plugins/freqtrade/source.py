@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from nautilus_backfill.catalogfmt import FIELDS, newest
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.plugins.freqtrade.config import FreqtradeSourceConfig
-from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
+from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, within
 from nautilus_trader.model.data import BarType
 from nautilus_trader.model.enums import BarAggregation, PriceType
 from nautilus_trader.model.identifiers import InstrumentId
@@ -64,33 +64,9 @@ _MS = 1_000_000
 _MS_1990 = 631_152_000_000
 
 
-def within(table: pa.Table, span: Span, step: int) -> pa.Table:
-    """
-    Keep the rows of `span` (and unparsed ones), without a copy when that is all of them.
-
-    Parameters
-    ----------
-    table : pa.Table
-        Bars with an open-stamped ``ts`` column.
-    span : Span
-        The span.
-    step : int
-        The bar length (ns).
-
-    Returns
-    -------
-    pa.Table
-
-    """
-    mask = in_span(table.column("ts"), span, 0, step)
-    return table if pc.all(mask).as_py() is not False else table.filter(mask)
-
-
 def _problem(key: str, message: str, status: str = "error") -> SourceError:
     # The config key a problem concerns travels with it, for `check`.
-    error = SourceError(message, status=status)
-    error.key = key  # type: ignore[attr-defined]
-    return error
+    return SourceError(message, status=status, key=key)
 
 
 def timeframe(bar_type: BarType) -> str:
@@ -254,7 +230,7 @@ class FreqtradeBarSource(BarSource):
             try:
                 self._locate(request)
             except SourceError as e:
-                problems.append(f"{getattr(e, 'key', 'path')}: {e}")
+                problems.append(f"{e.key or 'path'}: {e}")
         return list(dict.fromkeys(problems))
 
     def _shown(self, path: Path) -> str:

@@ -31,7 +31,7 @@ from nautilus_backfill.plugins.lean.markets import (
     RESOLUTIONS,
     US_EQUITY_VENUES,
 )
-from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, in_span
+from nautilus_backfill.source import BAR_SCHEMA, BarRequest, BarSource, SourceResult, Span, within
 from nautilus_backfill.timestamps import to_epoch_ns
 from nautilus_trader.model.enums import PriceType
 from nautilus_trader.model.identifiers import InstrumentId
@@ -46,33 +46,9 @@ _BLOCK = 1 << 22
 _SLICE = 128
 
 
-def within(table: pa.Table, span: Span, step: int) -> pa.Table:
-    """
-    Keep the rows of `span` (and unparsed ones), without a copy when that is all of them.
-
-    Parameters
-    ----------
-    table : pa.Table
-        Bars with an open-stamped ``ts`` column.
-    span : Span
-        The span.
-    step : int
-        The bar length (ns).
-
-    Returns
-    -------
-    pa.Table
-
-    """
-    mask = in_span(table.column("ts"), span, 0, step)
-    return table if pc.all(mask).as_py() is not False else table.filter(mask)
-
-
 def _problem(key: str, message: str, status: str = "error") -> SourceError:
     # The config key a problem concerns travels with it, for `check`.
-    error = SourceError(message, status=status)
-    error.key = key  # type: ignore[attr-defined]
-    return error
+    return SourceError(message, status=status, key=key)
 
 
 @dataclass(frozen=True)
@@ -260,7 +236,7 @@ class LeanBarSource(BarSource):
                 elif not files.single.is_file():
                     raise _problem("path", f"no LEAN file {self._shown(files.single)}")
             except SourceError as e:
-                problems.append(f"{getattr(e, 'key', 'path')}: {e}")
+                problems.append(f"{e.key or 'path'}: {e}")
         return list(dict.fromkeys(problems))
 
     def _shown(self, path: Path) -> str:
