@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from nautilus_backfill.catalogfmt import encode_fixed, nautilus_bar_schema, units_to_words
+from nautilus_backfill.catalogfmt import encode_fixed, nautilus_bar_schema
 from nautilus_trader.core import nautilus_pyo3
 from nautilus_trader.model.data import Bar, BarType, capsule_to_list
 
@@ -149,17 +149,39 @@ def _pack(
     buffer[:] = layout.template if template is None else template
     vec = (ctypes.c_size_t * 3)()
     out: list[Bar] = []
-    words_per_value = layout.width // 8
+    scale = 16 if layout.width == 16 else 9
+    # Work arrays reused by every chunk and field: no column-sized temporaries.
+    units = np.empty(rows, dtype=np.float64)
+    spare = np.empty(rows, dtype=np.float64)
+    whole = np.empty(rows, dtype=np.int64)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         m = stop - start
         words = buffer[:m].view(np.uint64)
+        signed = buffer[:m].view(np.int64)
+        u, f, w = units[:m], spare[:m], whole[:m]
         for at, v, p in zip(layout.fields, values, precisions, strict=True):
-            units = np.rint(v[start:stop] * 10.0**p)
-            raw = units_to_words(units, 10 ** ((16 if layout.width == 16 else 9) - p), layout.width)
-            if raw is None:
-                return None
-            words[:, at : at + words_per_value] = raw
+            np.multiply(v[start:stop], 10.0**p, out=u)
+            np.rint(u, out=u)
+            top = max(abs(float(u.max())), abs(float(u.min())))
+            if top >= 2.0**53:
+                return None  # floats stop being exact whole numbers
+            factor = 10 ** (scale - p)
+            np.copyto(w, u, casting="unsafe")  # whole numbers: exact
+            low = words[:, at]
+            np.multiply(w.view(np.uint64), np.uint64(factor), out=low)  # wraps mod 2**64
+            if layout.width == 8:
+                continue
+            if top * factor < 2.0**63:
+                np.right_shift(signed[:, at], 63, out=signed[:, at + 1])
+            else:
+                # The float product is within 2**54 of the exact one and `low` is exact, so
+                # the high word is the nearest integer to (product - low) / 2**64.
+                np.multiply(u, float(factor), out=f)
+                np.subtract(f, low, out=f)
+                f *= 2.0**-64
+                np.rint(f, out=f)
+                np.copyto(signed[:, at + 1], f, casting="unsafe")
         words[:, layout.ts_event] = ts_event[start:stop]
         words[:, layout.ts_init] = ts_init[start:stop]
         vec[0], vec[1], vec[2] = buffer.ctypes.data, m, m
