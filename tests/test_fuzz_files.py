@@ -8,8 +8,8 @@ is a message (not a Python exception's name), and every received row is accounte
 
 from __future__ import annotations
 
-import gzip
 import gc
+import gzip
 import random
 import re
 import warnings
