@@ -323,6 +323,7 @@ def read_window(
     Returns
     -------
     pa.Table
+        The price columns and `column`.
 
     """
     top = _clamp(span.end - step + shift)
@@ -362,9 +363,11 @@ def read_window(
         mine = [g[4] for g in groups if g[3] == k]
         if mine:
             # One small group reads faster on this thread than through Arrow's pool.
-            pieces.append(pf.read_row_groups(mine, use_threads=len(mine) > 1))
+            # Only the prices and the one time column: the other is never used.
+            names = [*FIELDS, column]
+            pieces.append(pf.read_row_groups(mine, columns=names, use_threads=len(mine) > 1))
     if not pieces:
-        return opened[0].schema_arrow.empty_table()
+        return opened[0].schema_arrow.empty_table().select([*FIELDS, column])
     table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
     ts = table.column(column)
     upper = pa.scalar(top, pa.uint64())
