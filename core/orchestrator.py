@@ -616,6 +616,7 @@ class Backfill:
         bars, origin = w.layered.bars, w.layered.origin
         mine = (bars.ts_open >= piece.start) & (bars.ts_open + w.req.step_ns <= piece.end)
         mine &= (origin == index) & (bars.ts_open + w.req.step_ns <= now_ns())
+        answered = _trusted(w.req, answered, bars, origin == index)
         self._store_write(w, store, deadline_at, bars.take(np.flatnonzero(mine)), answered)
 
     def _ask_batch(
@@ -771,7 +772,8 @@ class Backfill:
             return
         if not len(keep) and layered.answered.empty:
             return
-        if not self._store_write(w, store, deadline_at, layered.bars.take(keep), layered.answered):
+        answered = _trusted(req, layered.answered, layered.bars, fresh)
+        if not self._store_write(w, store, deadline_at, layered.bars.take(keep), answered):
             return
         try:
             if self.config.keep is not None:
@@ -947,6 +949,24 @@ def _rows_of(raw: Any) -> int:
 def _parallel(source: BarSource) -> int:
     value = getattr(type(source), "max_parallel", 8)
     return value if isinstance(value, int) and value > 0 else 8
+
+
+# A window that ended longer ago than this is history: what was answered there stays so.
+RECENT_NS = 7 * 86_400 * 10**9
+
+
+def _trusted(
+    req: BarRequest, answered: P.Interval, bars: BarArrays, mine: np.ndarray
+) -> P.Interval:
+    # Time answered without bars is remembered only up to the newest bar the writing sources
+    # gave: the end of a file not updated yet, or a gateway that had no data, must not hide
+    # the bars that arrive later. Holes between bars (nights, weekends) stay remembered.
+    if req.end_ns < now_ns() - RECENT_NS:
+        return answered
+    opens = bars.ts_open[mine]
+    if not len(opens):
+        return P.empty()
+    return answered & P.closedopen(-P.inf, int(opens[-1]) + req.step_ns)
 
 
 def _describe(e: Exception) -> str:

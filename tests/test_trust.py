@@ -291,3 +291,31 @@ def test_bars_a_source_sends_from_the_future_are_incomplete_not_injected(broker,
     r = result.report.requests[0]
     assert r.dropped["incomplete"] >= 29
     assert max(b.ts_init for b in result.bars[BarType.from_str(BAR)]) <= time.time_ns()
+
+
+def test_a_file_not_yet_up_to_date_does_not_make_the_store_serve_stale_bars(registry, tmp_path):
+    now = time.time_ns() // MIN * MIN
+    data = tmp_path / "data.csv"
+    _csv(data, now - 120 * MIN, 300)  # ends two hours ago
+    req = [{"bar_type": BAR, "bars": 300, "price_precision": 5, "size_precision": 0}]
+    src = [{"name": "files", "plugin": "csv", "path": str(data), "write_back": True}]
+    store = str(tmp_path / "store")
+    _fetch(registry, req, src, store=store)
+    assert BarStore(store).answered(BAR, MIN).upper <= now - 119 * MIN  # not past its newest bar
+    _csv(data, now - 2 * MIN, 300)  # the file catches up
+    r = _fetch(registry, req, src, store=store).report.requests[0]
+    assert r.last == now - 2 * MIN and r.sources[1].used >= 118
+
+
+def test_a_source_with_no_data_at_all_is_not_remembered_as_answered(broker, tmp_path):
+    now = time.time_ns() // MIN * MIN
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1e9 - 86_400))
+    req = [{"bar_type": BAR, "start": start}]
+    store = str(tmp_path / "store")
+    Broker.up_to = 0  # a gateway answering "no data" for a market that trades
+    first = _fetch(broker, req, [{"name": "ib", "plugin": "broker"}], store=store).report.requests[0]
+    assert first.injected == 0 and first.sources[1].status == "empty"
+    assert BarStore(store).answered(BAR, MIN).empty
+    Broker.up_to = None
+    second = _fetch(broker, req, [{"name": "ib", "plugin": "broker"}], store=store).report.requests[0]
+    assert second.injected >= 1438 and second.sources[1].used == second.injected
