@@ -877,7 +877,7 @@ class Backfill:
                 w.req.step_ns,
                 w.target,
                 options,
-                w.req.end_ns,
+                min(w.req.end_ns, now_ns()),  # no interval that has not ended yet
                 size_precision=precision.size,
                 count=w.cfg.bars,
             )
@@ -899,6 +899,12 @@ class Backfill:
         report.built = len(out)
         if out:
             report.first, report.last = out[0].ts_event, out[-1].ts_event
+            # Intervals no source bar fell in: flat bars, as the live aggregator builds them.
+            closes = bars.ts_open + w.req.step_ns
+            period = interval_ns(w.target)
+            inside = np.searchsorted(closes, built.ts_open + period, side="right")
+            inside -= np.searchsorted(closes, built.ts_open, side="right")
+            report.synthetic = int((inside == 0).sum())
         return out
 
     def _staleness(self, req: BarRequest, cfg: BarRequestConfig, close: int) -> str | None:

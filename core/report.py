@@ -98,6 +98,9 @@ class CompositeReport:
         The last composite bar's ``ts_event``.
     note : str | None
         A warning about the live aggregator's settings, when they differ from the backfill's.
+    synthetic : int
+        Of the bars built, those for intervals no source bar fell in: flat at the last close
+        with no volume (``time_bars_build_with_no_updates``), not market data.
 
     """
 
@@ -108,6 +111,7 @@ class CompositeReport:
     first: int | None = None
     last: int | None = None
     note: str | None = None
+    synthetic: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -122,6 +126,7 @@ class CompositeReport:
             "bar_type": self.bar_type,
             "wanted": self.wanted,
             "built": self.built,
+            "synthetic": self.synthetic,
             "first": format_ns(self.first),
             "last": format_ns(self.last),
             "dropped": dict(sorted(self.dropped.items())),
@@ -378,6 +383,10 @@ class BackfillReport:
                     f"the source bars above"
                     + (f" ({format_ns(c.first)} .. {format_ns(c.last)})" if c.first else "")
                 )
+                if c.synthetic:
+                    lines.append(
+                        f"            {c.synthetic} of them flat: no source bar in their interval"
+                    )
                 if c.dropped:
                     drops = ", ".join(f"{k} {v}" for k, v in sorted(c.dropped.items()))
                     lines.append(f"            not built: {drops}")

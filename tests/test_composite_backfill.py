@@ -73,3 +73,18 @@ def test_a_composite_and_its_source_type_requested_together_is_a_clear_error(reg
     with pytest.raises(ConfigError, match="WEEK bars are not supported"):
         config_from_dict({"backfill": {"requests": [{"bar_type": "X.Y-1-WEEK-LAST-INTERNAL@1-MINUTE-EXTERNAL", "bars": 5}],
                                        "sources": [{"name": "a", "plugin": "csv", "path": "x.csv"}]}}, registry=registry)
+
+
+def test_composite_bars_stop_at_now_and_flat_ones_are_counted(registry, shared):
+    import time
+
+    # The file ends 2022-02-01; an `end` years ahead builds flat bars up to now, never past it.
+    cfg = _config(registry, shared, {"bars": 5, "end": "2262-01-01T00:00:00Z"})
+    result = Backfill(cfg, registry=registry).fetch()
+    c = result.report.requests[0].composite
+    bars = result.bars[BarType.from_str(COMPOSITE).standard()]
+    assert max(b.ts_init for b in bars) <= time.time_ns()
+    assert c.built == 5 and c.synthetic == 5 and "5 of them flat" in result.report.render()
+    # A window of real trading: no flat bar.
+    cfg = _config(registry, shared, {"start": "2022-01-03T00:00:00Z", "end": "2022-01-03T01:00:00Z"})
+    assert Backfill(cfg, registry=registry).fetch().report.requests[0].composite.synthetic == 0
