@@ -619,6 +619,28 @@ class Backfill:
         answered = _trusted(w.req, answered, bars, origin == index)
         self._store_write(w, store, deadline_at, bars.take(np.flatnonzero(mine)), answered)
 
+    def _coarser(self, w: _Work, result: SourceResult, attempt: SourceAttempt) -> bool:
+        # Bars stored at fewer decimals than the request needs are not these bars: 1220161 is
+        # not 1220161.4152. They cover nothing, and the sources are asked.
+        coarse = [
+            f"{what} precision {got} (the request needs {want})"
+            for what, got, want in (
+                ("price", result.price_precision, w.precision.price),
+                ("size", result.size_precision, w.precision.size),
+            )
+            if got is not None and want is not None and got < want
+        ]
+        if not coarse:
+            return False
+        rows = result.table.num_rows
+        attempt.received += rows
+        w.report.dropped["store_precision"] += rows
+        attempt.notes.append(
+            f"stored at {' and '.join(coarse)}: not used, the sources are asked; "
+            "remove this bar type's folder from the store to store it anew"
+        )
+        return True
+
     def _ask_batch(
         self,
         source: BarSource,
@@ -678,6 +700,8 @@ class Backfill:
         result = answer.result
         w.instruments.extend(result.instruments)
         attempt.notes.extend(result.notes)
+        if isinstance(source, StoreSource) and self._coarser(w, result, attempt):
+            return
         self._accept(w, src_cfg, index, span, result)
         if result.failure is not None:
             fail(result.failure.status, str(result.failure))

@@ -319,3 +319,17 @@ def test_a_source_with_no_data_at_all_is_not_remembered_as_answered(broker, tmp_
     Broker.up_to = None
     second = _fetch(broker, req, [{"name": "ib", "plugin": "broker"}], store=store).report.requests[0]
     assert second.injected >= 1438 and second.sources[1].used == second.injected
+
+
+def test_bars_stored_at_fewer_decimals_are_not_served_for_a_finer_request(registry, shared, tmp_path):
+    path = str(shared / "csv" / "btc-perp-20211231-20220201-1m.csv")
+    store = str(tmp_path / "store")
+    req = {"bar_type": "BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL", "bars": 50, "end": "2022-01-03T12:00:00Z"}
+    src = [{"name": "btc", "plugin": "csv", "path": path, "write_back": True}]
+    _fetch(registry, [{**req, "price_precision": 0, "size_precision": 0}], src, store=store)
+    result = _fetch(registry, [{**req, "price_precision": 2, "size_precision": 4}], src, store=store)
+    r = result.report.requests[0]
+    assert r.dropped["store_precision"] == 50 and r.sources[0].used == 0 and r.sources[1].used == 50
+    assert "and size precision 0 (the request needs 4): not used" in " ".join(r.sources[0].notes)
+    bars = result.bars[BarType.from_str(req["bar_type"])]
+    assert float(bars[-1].volume) != round(float(bars[-1].volume))  # the file's 4 decimals, not the store's 0
