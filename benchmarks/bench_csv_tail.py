@@ -27,7 +27,7 @@ reg = build_registry(entry_points=False)
 path, bars = sys.argv[1], int(sys.argv[2])
 req = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "bars": bars,
        "end": "2100-01-01T00:00:00Z", "price_precision": 5, "size_precision": 0}
-src = {"name": "f", "plugin": "csv", "path": path, "timeout": "600s"}
+src = {"name": "f", "plugin": "csv", "path": path, "timeout": "600s", "sorted": True}
 cfg = config_from_dict({"backfill": {"deadline": "600s", "requests": [req], "sources": [src]}},
                        registry=reg)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

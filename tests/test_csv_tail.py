@@ -33,7 +33,8 @@ def _file(tmp_path, n, order=None, bad_at=(), name="big.csv"):
 
 def _fetch(run, path, bars, tail: bool, monkeypatch):
     monkeypatch.setattr(csv_source, "TAIL_MIN_BYTES", 0 if tail else 1 << 60)
-    result = run([dict(REQ, bars=bars)], [{"name": "f", "plugin": "csv", "path": str(path)}])
+    source = {"name": "f", "plugin": "csv", "path": str(path), "sorted": tail}
+    result = run([dict(REQ, bars=bars)], [source])
     return result
 
 
@@ -97,3 +98,15 @@ def test_stream_buffer_keeps_the_newest(tmp_path, run, monkeypatch, bars):
     result = _fetch(run, path, bars, False, monkeypatch)
     (got,) = result.bars.values()
     assert [b.ts_event for b in got] == [(T0 + 60 * i) * 10**9 for i in range(n - bars, n)]
+
+
+def test_a_file_not_declared_sorted_is_streamed_and_a_stray_newer_row_is_found(tmp_path, run, monkeypatch):
+    # The newest bar sits in the middle of an otherwise sorted file: only a full read finds it.
+    n = 60_000
+    order = np.arange(n)
+    order[n // 3], order[-1] = order[-1] + 1, order[n // 3]
+    path, _ = _file(tmp_path, n, order=order)
+    monkeypatch.setattr(csv_source, "TAIL_MIN_BYTES", 0)
+    result = run([dict(REQ, bars=500)], [{"name": "f", "plugin": "csv", "path": str(path)}])
+    (bars,) = result.bars.values()
+    assert bars[-1].ts_event == (T0 + 60 * n) * 10**9

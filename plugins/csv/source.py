@@ -552,7 +552,15 @@ class CsvBarSource(BarSource):
         attempts = (True, False)
         for typed in attempts:
             try:
-                if span.limit is not None and plain and utf8 and size >= TAIL_MIN_BYTES:
+                # From the end only when the user says the file is sorted: a row out of order
+                # in the part not read would be missed, and probes cannot prove it is not there.
+                if (
+                    self.config.sorted
+                    and span.limit is not None
+                    and plain
+                    and utf8
+                    and size >= TAIL_MIN_BYTES
+                ):
                     tail = self._read_tail(path, size, layout, request, span, typed)
                     if tail is not None:
                         return tail
