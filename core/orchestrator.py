@@ -847,7 +847,7 @@ class Backfill:
         trimmed = layered.trim(req)
         if trimmed:
             report.dropped["outside_window"] += trimmed
-        report.gaps = [(s.start, s.end) for s in layered.missing(req)]
+        report.gaps = _gaps(layered.missing(req), layered.bars, req.step_ns)
         bars, origin = layered.bars, layered.origin
         if cache is not None and len(bars):
             keep, drops, error = fit_to_cache(
@@ -944,6 +944,29 @@ class Backfill:
             f"newest bar closed {format_ns(close)}, {format_age(age)} ago, older than "
             f"{key} = {format_age(limit)}; check the sources are current, or raise {key}"
         )
+
+
+def _gaps(missing: list[Span], bars: BarArrays, step: int) -> list[tuple[int | None, int]]:
+    # What no source covered, less the runs of consecutive bars that are there all the same
+    # (a store's bars outside its record of answered time): a gap line never spans bars.
+    if not missing or not len(bars):
+        return [(s.start, s.end) for s in missing]
+    opens = bars.ts_open
+    breaks = np.flatnonzero(np.diff(opens) != step)
+    starts = np.concatenate([opens[:1], opens[breaks + 1]])
+    ends = np.concatenate([opens[breaks] + step, opens[-1:] + step])
+    out: list[tuple[int | None, int]] = []
+    for span in missing:
+        lo = -P.inf if span.start is None else span.start
+        hole = P.closedopen(lo, span.end)
+        first = int(np.searchsorted(ends, -(2**62) if span.start is None else span.start, "right"))
+        last = int(np.searchsorted(starts, span.end, "left"))
+        for a, b in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
+            hole -= P.closedopen(a, b)
+        out += [
+            (None if i.lower == -P.inf else int(i.lower), int(i.upper)) for i in hole if not i.empty
+        ]
+    return out
 
 
 def _injected_types(bar_type: BarType) -> list[BarType]:

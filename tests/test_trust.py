@@ -333,3 +333,17 @@ def test_bars_stored_at_fewer_decimals_are_not_served_for_a_finer_request(regist
     assert "and size precision 0 (the request needs 4): not used" in " ".join(r.sources[0].notes)
     bars = result.bars[BarType.from_str(req["bar_type"])]
     assert float(bars[-1].volume) != round(float(bars[-1].volume))  # the file's 4 decimals, not the store's 0
+
+
+def test_no_gap_line_is_drawn_over_bars_that_were_injected(registry, tmp_path):
+    import portion as P
+
+    store = str(tmp_path / "store")
+    start = 1_735_810_800 * 10**9  # 2025-01-02T09:40:00Z
+    ts = start + MIN * np.arange(100, dtype=np.int64)
+    values = np.column_stack([np.full(100, 1.1)] * 4 + [np.ones(100)])
+    BarStore(store).write(BAR, MIN, ts, values, 5, 0, P.empty())  # bars, but no answered record
+    window = {"bar_type": BAR, "start": "2025-01-02T09:00:00Z", "end": "2025-01-02T12:00:00Z"}
+    r = _fetch(registry, [window], [], store=store).report.requests[0]
+    assert r.injected == 100
+    assert r.gaps == [(start - 40 * MIN, start), (start + 100 * MIN, start + 140 * MIN)]
