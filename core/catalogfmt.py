@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,6 +150,42 @@ def decode_fixed(
         _decode_into(chunk, out[at : at + len(chunk)], precision)
         at += len(chunk)
     return out
+
+
+# From this many rows the five columns decode on two threads (numpy releases the GIL).
+PARALLEL_ROWS = 200_000
+
+
+def decode_bars(
+    table: pa.Table, price: int | None, size: int | None, where: str = ""
+) -> dict[str, np.ndarray]:
+    """
+    Decode the five price columns of a NautilusTrader bar table with `decode_fixed`.
+
+    Parameters
+    ----------
+    table : pa.Table
+        The rows, with the columns of `FIELDS`.
+    price, size : int | None
+        The declared price and size precisions.
+    where : str, optional
+        The file or path, for messages.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        float64 per field.
+
+    """
+
+    def one(name: str) -> np.ndarray:
+        declared = size if name == "volume" else price
+        return decode_fixed(table.column(name), declared, name=name, where=where)
+
+    if table.num_rows < PARALLEL_ROWS:
+        return {name: one(name) for name in FIELDS}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(FIELDS, pool.map(one, FIELDS), strict=True))
 
 
 def _decode_into(arr: pa.Array, out: np.ndarray, precision: int | None) -> None:

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from nautilus_backfill.catalogfmt import (
     FIELDS,
     check_bar_schema,
+    decode_bars,
     decode_fixed,
     encode_fixed,
     nautilus_bar_schema,
@@ -552,11 +553,8 @@ class BarStore:
             table = table.filter(pa.array(ok))
             ts_init = ts_init[ok]
         data = {"ts": pa.array(np.subtract(ts_init.astype(np.int64), step_ns))}
-        for name in FIELDS:
-            declared = size if name == "volume" else price
-            data[name] = pa.array(
-                decode_fixed(table.column(name), declared if declared >= 0 else None, name=name)
-            )
+        decoded = decode_bars(table, price if price >= 0 else None, size if size >= 0 else None)
+        data.update({name: pa.array(values) for name, values in decoded.items()})
         out = newest(pa.table(data, schema=BAR_SCHEMA), span.limit)
         return out, price, size
 

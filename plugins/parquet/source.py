@@ -18,7 +18,7 @@ from nautilus_backfill.catalogfmt import (
     FIELDS,
     check_bar_files,
     check_bar_schema,
-    decode_fixed,
+    decode_bars,
     newest,
     read_window,
     scan,
@@ -237,12 +237,8 @@ class ParquetBarSource(BarSource):
         price = int(pp) if pp is not None else None
         size = int(sp) if sp is not None else None
         data = {"ts": pc.cast(table.column(column), pa.int64())}
-        where = str(self.config.path)
-        for name in FIELDS:
-            declared = size if name == "volume" else price
-            data[name] = pa.array(
-                decode_fixed(table.column(name), declared, name=name, where=where)
-            )
+        decoded = decode_bars(table, price, size, str(self.config.path))
+        data.update({name: pa.array(values) for name, values in decoded.items()})
         out = pa.table(data, schema=BAR_SCHEMA)
         return SourceResult(out, timestamp_is=edge, price_precision=price, size_precision=size)
 
