@@ -221,7 +221,12 @@ def _resolve_day_month(sample: list[str], first: re.Match[str]) -> TimestampForm
     dmy, mdy = f"%d{sep}%m{sep}%Y", f"%m{sep}%d{sep}%Y"
     suffix = time or ""
     if time is None:
-        _refuse(f"'{first.group(0)}': the time after the date is not HH:MM[:SS[.f]]; {_set(dmy)}")
+        # Nothing here settles the day/month order either: name both, never one.
+        _refuse(
+            f"'{first.group(0)}': the time after the date is not HH:MM[:SS[.f]]; "
+            f'{_set(mdy + " ...")} (month first, as US tools write it) or "{dmy} ..." '
+            "(day first), with the time's own pattern, e.g. %H%M for 0930"
+        )
     if day_first and not month_first:
         return TimestampFormat("pattern", pattern=dmy + suffix, auto=True)
     if month_first and not day_first:

@@ -259,3 +259,12 @@ def test_ninjatrader_export_is_iso_basic_format(tmp_path, run):
     for fmt in ("auto", "%Y%m%d %H%M%S"):
         (bars,) = run([_req()], _src(p, timestamp_format=fmt)).bars.values()
         assert [b.ts_event for b in bars] == want
+
+
+def test_an_unsettled_us_style_date_names_both_orders_never_one(tmp_path, run):
+    p = tmp_path / "ts.csv"
+    p.write_text("Date,Time,Open,High,Low,Close,Vol\n01/04/2021,0930,1,1,1,1,1\n01/04/2021,0931,1,1,1,1,1\n")
+    req = {"bar_type": "X.Y-1-MINUTE-LAST-EXTERNAL", "start": "2021-01-01T00:00:00Z",
+           "end": "2021-05-01T00:00:00Z", "price_precision": 2, "size_precision": 0}
+    error = run([req], [{"name": "f", "plugin": "csv", "path": str(p)}]).report.requests[0].sources[0].error
+    assert '"%m/%d/%Y ..." (month first' in error and '"%d/%m/%Y ..." (day first)' in error
