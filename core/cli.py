@@ -300,9 +300,21 @@ def _open_store(url: str, opts: dict[str, Any]) -> Any:
     from nautilus_backfill.store import BarStore, redact
 
     try:
-        return BarStore(url, opts)
+        bs = BarStore(url, opts)
+        is_store = bs.fs.isdir(bs.root) and (
+            bs.fs.exists(f"{bs.root}/data/bar") or not bs.fs.ls(bs.root)
+        )
+        exists = bs.fs.exists(bs.root)
     except Exception as e:  # an unknown protocol, a missing extra, bad options
         _store_fail(redact(f"{url}: cannot open the store: {_describe(e)}", opts, url))
+    # A typo must not read as a healthy, empty store.
+    if not exists:
+        _store_fail(bs.redacted(f"{url}: no such store (nothing at that path)"))
+    if not is_store:
+        _store_fail(
+            bs.redacted(f"{url}: not a store (a store is a folder with data/bar/ in it)")
+        )
+    return bs
 
 
 def _describe(e: BaseException) -> str:

@@ -503,3 +503,14 @@ def test_a_store_this_process_may_only_read_is_read_right_despite_damage(read_on
     assert table.column("ts").to_pylist() == storework.bars(200, 50)[0].tolist()
     assert any("skipped" in n and "unreadable" in n for n in reader.take_notes())
     assert os.path.exists(victim) and len(os.listdir(folder)) >= 3  # nothing changed
+
+
+def test_store_commands_on_a_path_that_is_no_store_say_so(tmp_path):
+    from click.testing import CliRunner
+    from nautilus_backfill.cli import main
+
+    (tmp_path / "notes.txt").write_text("x")
+    for path, message in ((tmp_path / "notes.txt", "not a store"), (tmp_path / "typo", "no such store")):
+        for command in ("info", "verify"):
+            out = CliRunner().invoke(main, ["store", command, str(path)])
+            assert out.exit_code == 2 and message in out.output, out.output
