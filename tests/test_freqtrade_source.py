@@ -340,3 +340,23 @@ def test_the_data_folder_above_the_exchanges_finds_the_venues_folder(shared, run
         [_request("UNITTEST/BTC.KRAKEN-1-MINUTE-LAST-EXTERNAL")]
     )
     assert problem.startswith("path: no freqtrade candles for UNITTEST/BTC.KRAKEN")
+
+
+def test_a_json_file_in_epoch_microseconds_is_refused_with_the_reason(tmp_path):
+    import json
+
+    from nautilus_backfill.config import config_from_dict
+    from nautilus_backfill.orchestrator import Backfill
+    from nautilus_backfill.registry import build_registry
+
+    folder = tmp_path / "binance"
+    folder.mkdir()
+    rows = [[1_700_000_000_000_000 + 60_000_000 * i, 1, 1, 1, 1, 1] for i in range(10)]
+    (folder / "BTC_USDT-1m.json").write_text(json.dumps(rows))
+    registry = build_registry(entry_points=False)
+    cfg = config_from_dict({"backfill": {
+        "requests": [{"bar_type": "BTC/USDT.BINANCE-1-MINUTE-LAST-EXTERNAL", "bars": 5, "end": "2024-01-01T00:00:00Z",
+                      "price_precision": 2, "size_precision": 0}],
+        "sources": [{"name": "ft", "plugin": "freqtrade", "path": str(folder)}]}}, registry=registry)
+    r = Backfill(cfg, registry=registry).fetch().report.requests[0]
+    assert r.sources[0].status == "error" and "epoch microseconds or nanoseconds" in r.sources[0].error

@@ -443,7 +443,13 @@ def _json_numbers(raw: bytes) -> pa.Table | None:
 
 
 def _ms_to_ns(ms: np.ndarray, ok: np.ndarray, path: Path) -> pa.Array:
-    ok = ok & np.isfinite(ms) & (np.abs(ms) < 9.2e12)  # beyond that, no int64 ns exists
+    finite = ok & np.isfinite(ms)
+    if finite.any() and float(np.median(ms[finite])) >= 9.2e12:
+        raise SourceError(
+            f"{path}: dates after 2262 (first {ms[finite][0]:.0f}); freqtrade stores the candle "
+            "open in epoch milliseconds: is this file in epoch microseconds or nanoseconds?"
+        )
+    ok = finite & (np.abs(ms) < 9.2e12)  # beyond that, no int64 ns exists
     whole = np.where(ok, ms, 0.0)
     if ok.any() and float(np.median(whole[ok])) < _MS_1990:
         raise SourceError(
