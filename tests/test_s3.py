@@ -270,3 +270,32 @@ def _stamp(ns):
     from nautilus_backfill.store import _file_stamp
 
     return _file_stamp(ns)
+
+
+def test_a_catalog_on_s3_answers_many_bar_types_in_one_listing(registry, s3, tmp_path):
+    # The parquet source's batch call over S3: one recursive listing, each bar type's own files.
+    from nautilus_trader.model.data import Bar, BarType
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    fs, opts = s3
+    catalog = ParquetDataCatalog(str(tmp_path / "catalog"))
+    names = [f"S{i}.XNAS-1-MINUTE-LAST-EXTERNAL" for i in range(3)]
+    for i, name in enumerate(names):
+        n = 100 + 50 * i
+        ts = ((T + 60 * np.arange(n, dtype=np.int64)) * 10**9).astype(np.uint64)
+        price = np.round(100 + np.arange(n) / 100, 2)
+        catalog.write_data(Bar.from_raw_arrays_to_list(
+            BarType.from_str(name), 2, 0, price, price + 1, price - 1, price, np.full(n, 7.0),
+            ts, ts + np.uint64(60 * 10**9)))
+    fs.put(str(tmp_path / "catalog"), "backfill/many", recursive=True)
+    end = _iso(T + 60 * 400)
+    requests = [{"bar_type": name, "bars": 120, "end": end} for name in [*names, "NOPE.XNAS-1-MINUTE-LAST-EXTERNAL"]]
+    requests[-1].update(price_precision=2, size_precision=0)
+    doc = {"backfill": {"requests": requests, "sources": [
+        {"name": "s3", "plugin": "parquet", "path": "s3://backfill/many", "storage_options": opts}]}}
+    result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
+    reports = result.report.requests
+    assert [r.injected for r in reports] == [100, 120, 120, 0]
+    assert all(r.accounted() for r in reports)
+    assert reports[-1].sources[0].status == "empty"
+    assert [r.sources[0].calls for r in reports] == [1, 1, 1, 1]
