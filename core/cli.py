@@ -311,9 +311,7 @@ def _open_store(url: str, opts: dict[str, Any]) -> Any:
     if not exists:
         _store_fail(bs.redacted(f"{url}: no such store (nothing at that path)"))
     if not is_store:
-        _store_fail(
-            bs.redacted(f"{url}: not a store (a store is a folder with data/bar/ in it)")
-        )
+        _store_fail(bs.redacted(f"{url}: not a store (a store is a folder with data/bar/ in it)"))
     return bs
 
 
