@@ -236,3 +236,15 @@ def test_rounded_counts_only_the_bars_returned():
     assert len(checked.bars) == 2
     assert checked.dropped == Counter({"misaligned": 1, "duplicate": 1})
     assert checked.rounded == 1
+
+
+def test_a_headerless_file_with_a_separate_time_field_is_refused_with_the_columns_to_set(tmp_path, run):
+    p = tmp_path / "mt4.csv"
+    p.write_text("2021.01.04,09:30,1.2250,1.2260,1.2240,1.2255,100\n2021.01.04,09:31,1.2255,1.2260,1.2240,1.2250,100\n")
+    req = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "start": "2021-01-01T00:00:00Z",
+           "end": "2021-02-01T00:00:00Z", "price_precision": 5, "size_precision": 0}
+    r = run([req], [{"name": "f", "plugin": "csv", "path": str(p)}]).report.requests[0]
+    assert r.injected == 0 and "columns = { date = 0, time = 1, open = 2" in r.sources[0].error
+    cols = {"date": 0, "time": 1, "open": 2, "high": 3, "low": 4, "close": 5, "volume": 6}
+    r = run([req], [{"name": "f", "plugin": "csv", "path": str(p), "columns": cols}]).report.requests[0]
+    assert r.injected == 2 and r.last == 1_609_752_660 * 10**9

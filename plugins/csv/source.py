@@ -54,6 +54,7 @@ _NAMES = {
 }
 _VALUES = ("open", "high", "low", "close", "volume")
 _POSITIONAL = {"timestamp": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5}
+_CLOCK = re.compile(r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*$")
 _BLOCK = 1 << 22
 _HEAD = 1 << 16
 # Count mode reads plain files at least this large from the end (when they are sorted).
@@ -410,6 +411,14 @@ class CsvBarSource(BarSource):
         else:
             names = [str(i) for i in range(width)]
         layout = _Layout(delimiter, lead + (1 if header else 0), width, names, [], {})
+        if not header and cfg.columns is None and len(first) > 5 and _CLOCK.match(first[1]):
+            # Date and time in two fields (MetaTrader, NinjaTrader exports): the positional
+            # default would read the time as the open price.
+            raise SourceError(
+                f"{path}: line {lead + 1} has no header and its second field '{first[1]}' is a "
+                "time of day: set columns = { date = 0, time = 1, open = 2, high = 3, low = 4, "
+                "close = 5, volume = 6 } (MetaTrader's layout), or the positions your file uses"
+            )
         self._columns(path, layout, header, lead + 1)
         return layout
 
