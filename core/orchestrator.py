@@ -507,16 +507,20 @@ class Backfill:
         if source is None or not calls:
             return
         tracker = ProgressTracker(src_cfg.name, len(calls), on_progress)
-        for (w, span), (outcome, elapsed) in zip(
-            calls, self._ask(source, src_cfg, calls, deadline_at, tracker, store), strict=True
-        ):
-            attempt = w.report.sources[index]
-            attempt.elapsed_s += elapsed
-            if not (isinstance(outcome, SourceError) and outcome.status == "not_asked"):
-                attempt.calls += 1
-            # Every answer is taken, also after another span failed: its rows are counted.
+
+        def settle(call: tuple[_Work, Span], outcome: Any, elapsed: float) -> None:
+            # Each answer is validated and merged as it comes, while later calls still wait
+            # (for pacing, for the network); every answer is taken, also after another span
+            # of the same request failed: its rows are counted.
+            w, span = call
             with w.lock:
+                attempt = w.report.sources[index]
+                attempt.elapsed_s += elapsed
+                if not (isinstance(outcome, SourceError) and outcome.status == "not_asked"):
+                    attempt.calls += 1
                 self._take(w, index, src_cfg, source, span, outcome)
+
+        self._ask(source, src_cfg, calls, deadline_at, tracker, store, settle)
         for w, _ in calls:
             attempt = w.report.sources[index]
             if attempt.status == "not_needed":
@@ -530,15 +534,17 @@ class Backfill:
         deadline_at: float,
         tracker: ProgressTracker,
         store: StoreSource | None,
-    ) -> list[tuple[Any, float]]:
+        settle: Callable[[tuple[_Work, Span], Any, float], None],
+    ) -> None:
         # Each call runs under its own timeout, `max_parallel` at a time; a call the deadline
-        # leaves no time for is not made.
-        def one(call: tuple[_Work, Span]) -> tuple[Any, float]:
+        # leaves no time for is not made. `settle` takes each answer as it comes.
+        def one(call: tuple[_Work, Span]) -> None:
             w, span = call
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
                 tracker.call_done()
-                return SourceError("the deadline had passed", status="not_asked"), 0.0
+                settle(call, SourceError("the deadline had passed", status="not_asked"), 0.0)
+                return
             timeout = min(src_cfg.timeout_s, remaining)
             reported = [0]
             key = id(call)
@@ -569,21 +575,26 @@ class Backfill:
                 raw = e
             with w.lock:
                 open_[0] = False
+            elapsed = time.monotonic() - started
+            settle(call, raw, elapsed)
             tracker.rows(_rows_of(raw) - reported[0])
             tracker.call_done()
-            return raw, time.monotonic() - started
 
         if type(source).fetch_many is not BarSource.fetch_many:
             answers = self._ask_batch(source, src_cfg, calls, deadline_at)
-            for raw, _ in answers:
+            for call, (raw, elapsed) in zip(calls, answers, strict=True):
+                settle(call, raw, elapsed)
                 tracker.rows(_rows_of(raw))
                 tracker.call_done()
-            return answers
+            return
         workers = max(1, min(len(calls), _parallel(source)))
         if workers == 1:
-            return [one(c) for c in calls]
+            for c in calls:
+                one(c)
+            return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=src_cfg.name) as pool:
-            return list(pool.map(one, calls))
+            for future in [pool.submit(one, c) for c in calls]:
+                future.result()
 
     def _piece(
         self,
