@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import portion as P
-import pyarrow.compute as pc
 from nautilus_backfill.aggregate import (
     AggregationOptions,
     aggregate,
@@ -54,6 +53,7 @@ from nautilus_backfill.timeutil import (
 )
 from nautilus_backfill.validate import validate
 from nautilus_backfill.warmup import WarmUp
+from nautilus_backfill.windows import answered_for, gaps, trusted
 from nautilus_trader.common.component import Logger
 from nautilus_trader.model.data import Bar, BarType
 
@@ -622,12 +622,12 @@ class Backfill:
         self._accept(w, src_cfg, index, piece, answer.result)
         if store is None or not self._writes_back(src_cfg, source):
             return
-        answered = _answered(piece, answer.result, w.req.step_ns)
+        answered = answered_for(piece, answer.result, w.req.step_ns)
         w.layered.answered |= answered
         bars, origin = w.layered.bars, w.layered.origin
         mine = (bars.ts_open >= piece.start) & (bars.ts_open + w.req.step_ns <= piece.end)
         mine &= (origin == index) & (bars.ts_open + w.req.step_ns <= now_ns())
-        answered = _trusted(w.req, answered, bars, origin == index)
+        answered = trusted(w.req, answered, bars, origin == index)
         self._store_write(w, store, deadline_at, bars.take(np.flatnonzero(mine)), answered)
 
     def _coarser(self, w: _Work, result: SourceResult, attempt: SourceAttempt) -> bool:
@@ -724,7 +724,7 @@ class Backfill:
             and w.report.error is None
             and self._writes_back(src_cfg, source)
         ):
-            w.layered.answered |= _answered(span, result, w.req.step_ns)
+            w.layered.answered |= answered_for(span, result, w.req.step_ns)
 
     def _writes_back(self, cfg: SourceConfig, source: BarSource) -> bool:
         return cfg.write_back if cfg.write_back is not None else type(source).remote
@@ -807,7 +807,7 @@ class Backfill:
             return
         if not len(keep) and layered.answered.empty:
             return
-        answered = _trusted(req, layered.answered, layered.bars, fresh)
+        answered = trusted(req, layered.answered, layered.bars, fresh)
         if not self._store_write(w, store, deadline_at, layered.bars.take(keep), answered):
             return
         try:
@@ -858,7 +858,7 @@ class Backfill:
         trimmed = layered.trim(req)
         if trimmed:
             report.dropped["outside_window"] += trimmed
-        report.gaps = _gaps(layered.missing(req), layered.bars, req.step_ns)
+        report.gaps = gaps(layered.missing(req), layered.bars, req.step_ns)
         bars, origin = layered.bars, layered.origin
         if cache is not None and len(bars):
             keep, drops, error = fit_to_cache(
@@ -957,29 +957,6 @@ class Backfill:
         )
 
 
-def _gaps(missing: list[Span], bars: BarArrays, step: int) -> list[tuple[int | None, int]]:
-    # What no source covered, less the runs of consecutive bars that are there all the same
-    # (a store's bars outside its record of answered time): a gap line never spans bars.
-    if not missing or not len(bars):
-        return [(s.start, s.end) for s in missing]
-    opens = bars.ts_open
-    breaks = np.flatnonzero(np.diff(opens) != step)
-    starts = np.concatenate([opens[:1], opens[breaks + 1]])
-    ends = np.concatenate([opens[breaks] + step, opens[-1:] + step])
-    out: list[tuple[int | None, int]] = []
-    for span in missing:
-        lo = -P.inf if span.start is None else span.start
-        hole = P.closedopen(lo, span.end)
-        first = int(np.searchsorted(ends, -(2**62) if span.start is None else span.start, "right"))
-        last = int(np.searchsorted(starts, span.end, "left"))
-        for a, b in zip(starts[first:last].tolist(), ends[first:last].tolist(), strict=True):
-            hole -= P.closedopen(a, b)
-        out += [
-            (None if i.lower == -P.inf else int(i.lower), int(i.upper)) for i in hole if not i.empty
-        ]
-    return out
-
-
 def _injected_types(bar_type: BarType) -> list[BarType]:
     if bar_type.is_composite():
         return [bar_type.composite(), bar_type.standard()]
@@ -1015,44 +992,8 @@ def _parallel(source: BarSource) -> int:
     return value if isinstance(value, int) and value > 0 else 8
 
 
-# A window that ended longer ago than this is history: what was answered there stays so.
-RECENT_NS = 7 * 86_400 * 10**9
-
-
-def _trusted(
-    req: BarRequest, answered: P.Interval, bars: BarArrays, mine: np.ndarray
-) -> P.Interval:
-    # Time answered without bars is remembered only up to the newest bar the writing sources
-    # gave: the end of a file not updated yet, or a gateway that had no data, must not hide
-    # the bars that arrive later. Holes between bars (nights, weekends) stay remembered.
-    if req.end_ns < now_ns() - RECENT_NS:
-        return answered
-    opens = bars.ts_open[mine]
-    if not len(opens):
-        return P.empty()
-    return answered & P.closedopen(-P.inf, int(opens[-1]) + req.step_ns)
-
-
 def _describe(e: Exception) -> str:
     return str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
-
-
-def _answered(span: Span, result: SourceResult, step: int) -> P.Interval:
-    # The time a source answered for, bars or none, for the store to remember. It ends at the
-    # last whole bar: the bar still forming at `span.end` must be asked for again next time.
-    # Never past now: a future `end` (or a clock running ahead) must not mark time no source
-    # could have answered for yet.
-    end = min(span.end, now_ns())
-    end -= end % step
-    if span.start is not None:
-        return P.closedopen(span.start, end) if end > span.start else P.empty()
-    if result.timestamp_is == "close":
-        return P.empty()  # count-mode answers from close-stamped sources: not worth the care
-    ts = result.table.column("ts")
-    if not len(ts) or ts.null_count == len(ts):
-        return P.empty()
-    first = int(pc.min(ts).as_py())
-    return P.closedopen(first, end) if end > first else P.empty()
 
 
 def _precision(req: BarRequest, cfg: BarRequestConfig, cache: Any) -> _Precision:
