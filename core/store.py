@@ -216,6 +216,10 @@ class BarStore:
         )
         self.lock_wait_s: float | None = None  # how long a write waits for another writer
         self.notes: list[str] = []
+        # Folder listings taken in one pass for a batch read (`prefetch`): each serves the
+        # repair check and the file list of one read, and is dropped as soon as this process
+        # changes the folder or finds a listed file gone.
+        self._prefetched: dict[str, tuple[list[dict[str, Any]], int]] = {}
 
     def redacted(self, text: str | None = None) -> str:
         """Return `text` (default: the store's URL) with this store's credentials hidden."""
@@ -248,14 +252,62 @@ class BarStore:
             if e.get("type") == "directory"
         )
 
+    def prefetch(self, bar_types: Iterable[str]) -> None:
+        """
+        List the folders of many bar types once, for the reads that follow.
+
+        On an object store that is one recursive listing of ``data/bar``; locally, one listing
+        per folder that serves both its repair check and its file list.
+
+        Parameters
+        ----------
+        bar_types : Iterable[str]
+            The bar types about to be read.
+
+        """
+        wanted = {self.folder(b) for b in bar_types}
+        by_folder: dict[str, list[dict[str, Any]]] = {}
+        if self.local:
+            # Locally a recursive listing walks every folder: list the wanted ones, once each.
+            for folder in wanted:
+                try:
+                    by_folder[folder] = list(self.fs.ls(folder, detail=True))
+                except FileNotFoundError:
+                    by_folder[folder] = []
+                except Exception:  # that read lists its own folder, as without a batch
+                    continue
+        else:
+            # An object store lists every key under a prefix in one paginated request.
+            base = f"{self.root}/data/bar"
+            try:
+                found = self.fs.find(base, detail=True, withdirs=True, maxdepth=2)
+            except Exception:  # each read lists its own folder, as without a batch
+                return
+            for name, entry in found.items():
+                parent = name.rstrip("/").rsplit("/", 1)[0]
+                if parent in wanted:
+                    by_folder.setdefault(parent, []).append(entry)
+        # A folder the listing does not hold is listed by its own read (it may be new).
+        self._prefetched = {folder: (entries, 2) for folder, entries in by_folder.items()}
+
     def _listing(self, bar_type: str) -> list[dict[str, Any]]:
         folder = self.folder(bar_type)
+        cached = self._prefetched.pop(folder, None)
+        if cached is not None:
+            entries, uses = cached
+            if uses > 1:
+                self._prefetched[folder] = (entries, uses - 1)
+            return list(entries)
         try:
             return list(self.fs.ls(folder, detail=True, refresh=True))
         except TypeError:  # filesystems without `refresh`
             return list(self.fs.ls(folder, detail=True))
         except FileNotFoundError:
             return []
+
+    def forget_prefetched(self) -> None:
+        """Drop the listings `prefetch` took (the next reads list afresh)."""
+        self._prefetched = {}
 
     def files(self, bar_type: str, live_only: bool = True) -> list[StoredFile]:
         """
@@ -418,6 +470,7 @@ class BarStore:
 
     def _repair(self, bar_type: str, bad: Iterable[tuple[str, str]] = ()) -> None:
         # Under the lock: remove what interrupted writes left and quarantine unusable files.
+        self._prefetched.pop(self.folder(bar_type), None)  # this changes the folder
         for path, why in bad:
             if self.fs.exists(path):
                 self._quarantine(path, why)
@@ -519,7 +572,9 @@ class BarStore:
             try:
                 return self._read_files(files, step_ns, span)
             except FileNotFoundError:
-                continue  # a writer replaced a file between the listing and the read
+                # A writer replaced a file between the listing and the read: list again.
+                self._prefetched.pop(self.folder(bar_type), None)
+                continue
             except Exception:  # find the file that fails, move it aside, read the rest
                 bad = [(f.path, p) for f in files if (p := self._file_problem(f.path, True))]
                 if not bad:
@@ -1122,12 +1177,16 @@ class StoreSource(BarSource):
         """
         ids = sorted({str(r.bar_type.instrument_id) for r, _ in calls})
         instruments = self.store.instruments(ids)
+        self.store.prefetch(str(r.bar_type) for r, _ in calls)
         out: list[Any] = []
-        for request, span in calls:
-            try:
-                out.append(self._fetch(request, span, instruments))
-            except Exception as e:  # one pair's failure is that pair's answer only
-                out.append(e)
+        try:
+            for request, span in calls:
+                try:
+                    out.append(self._fetch(request, span, instruments))
+                except Exception as e:  # one pair's failure is that pair's answer only
+                    out.append(e)
+        finally:
+            self.store.forget_prefetched()
         return out
 
     def _fetch(

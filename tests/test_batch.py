@@ -224,3 +224,37 @@ def test_short_requests_are_packed_into_bars_nautilus_would_build(n):
             assert cache.bar(BarType.from_str(name)) == want[-1]
     finally:
         cvec.capsule_to_list = real
+
+
+def test_the_store_lists_its_folders_once_for_a_batch_and_reads_right_after_a_change(tmp_path):
+    store = _store(tmp_path / "store")
+    source = StoreSource(store, SourceContext(tmp_path))
+    pairs = _pairs(TYPES[:20])
+    calls = {"ls": 0, "find": 0}
+    for name in calls:
+        real = getattr(store.fs, name)
+
+        def counting(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        setattr(store.fs, name, counting)
+    one_by_one = [source.fetch(req, span) for req, span in pairs]
+    per_request = calls["ls"]
+    calls.update(ls=0, find=0)
+    batch = source.fetch_many(pairs)
+    # Per request: the folder for the repair check, again for the file list, and the data
+    # folder for instruments. In a batch: each folder once, the data folder once.
+    assert per_request == 3 * len(pairs)
+    assert calls["ls"] + calls["find"] == len(pairs) + 1, calls
+    for a, b in zip(batch, one_by_one, strict=True):
+        _same(a, b)
+    # A write after the batch is seen by the next read: the listings do not outlive the call.
+    ts, values = _series(0)
+    later = ts[-1] + MINUTE * np.arange(1, 11)
+    store.write(TYPES[0], MINUTE, later, values[:10], 2, 0, P.closedopen(int(later[0]), int(later[-1]) + MINUTE))
+    req, _ = pairs[0]
+    again = source.fetch_many([(req, Span(None, int(later[-1]) + MINUTE, 5))])[0]
+    assert again.table.column("ts").to_pylist() == [int(t) for t in later[-5:]] or sorted(
+        again.table.column("ts").to_pylist()
+    ) == [int(t) for t in later[-5:]]
