@@ -56,3 +56,20 @@ class InsufficientHistoryError(BackfillError):
         ]
         super().__init__("backfill came up short: " + ", ".join(short))
         self.report = report
+
+
+def describe(e: BaseException) -> str:
+    """
+    Return an exception as a report line: a `SourceError`'s message, else type and message.
+
+    Parameters
+    ----------
+    e : BaseException
+        The exception.
+
+    Returns
+    -------
+    str
+
+    """
+    return str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"

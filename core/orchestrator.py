@@ -27,9 +27,10 @@ from nautilus_backfill.answer import conform
 from nautilus_backfill.bararrays import BarArrays
 from nautilus_backfill.config import BackfillConfig, BarRequestConfig, SourceConfig, load_config
 from nautilus_backfill.convert import to_bars
-from nautilus_backfill.errors import InsufficientHistoryError, SourceError
+from nautilus_backfill.errors import InsufficientHistoryError, SourceError, describe
 from nautilus_backfill.inject import cache_of, fit_to_cache
 from nautilus_backfill.merge import Layered
+from nautilus_backfill.planning import check_sources, plan_requests
 from nautilus_backfill.progress import Progress, ProgressTracker
 from nautilus_backfill.registry import SourceRegistry, default_registry
 from nautilus_backfill.report import (
@@ -203,26 +204,7 @@ class Backfill:
         """
         now = now_ns()
         requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
-        context = SourceContext(Path(self.config.base_dir or "."), None)
-        problems: list[str] = []
-        for i, cfg in enumerate(self.config.sources):
-            key = f"backfill.sources[{i}]"
-            try:
-                source = self.registry.get(cfg.plugin)(cfg, context)
-            except Exception as e:
-                problems.append(f"{key}: {_describe(e)}")
-                continue
-            try:
-                found = source.check(requests)
-                if not isinstance(found, list):
-                    raise TypeError(f"check returned {type(found).__name__}, not a list")
-                problems.extend(f"{key}.{p}" for p in found)
-            except Exception as e:  # a plugin's check must not hide the others' findings
-                problems.append(f"{key}: plugin '{cfg.plugin}' check failed: {_describe(e)}")
-            finally:
-                with contextlib.suppress(Exception):
-                    source.close()
-        return problems
+        return check_sources(self.config, self.registry, requests)
 
     def remote_plan(self) -> list[str]:
         """
@@ -257,41 +239,9 @@ class Backfill:
 
         """
         now = now_ns()
-        context = SourceContext(Path(self.config.base_dir or "."), None)
-        opened: list[tuple[SourceConfig, BarSource | None, str | None]] = []
-        for cfg in self.config.sources:
-            try:
-                opened.append((cfg, self.registry.get(cfg.plugin)(cfg, context), None))
-            except Exception as e:
-                opened.append((cfg, None, _describe(e)))
-        store, _ = self._open_store(context)
-        out = []
-        try:
-            for i, req_cfg in enumerate(self.config.requests):
-                req = build_request(req_cfg, i, now)
-                window = (
-                    f"the {req.count} newest bars"
-                    if req.count is not None
-                    else f"all bars from {format_ns(req.start_ns)}"
-                ) + (f" before {req_cfg.end}" if req_cfg.end else " until now")
-                rows = []
-                if store is not None:
-                    rows.append({"name": "store", "lines": _store_plan(store, req)})
-                for src_cfg, source, error in opened:
-                    lines = [f"cannot open: {error}"] if source is None else []
-                    if source is not None:
-                        try:
-                            lines = [str(x) for x in source.plan(req)]
-                        except Exception as e:
-                            lines = [f"plugin '{src_cfg.plugin}' plan failed: {_describe(e)}"]
-                    rows.append({"name": src_cfg.name, "lines": lines})
-                out.append({"bar_type": str(req.bar_type), "window": window, "sources": rows})
-        finally:
-            for _, source, _ in opened:
-                if source is not None:
-                    with contextlib.suppress(Exception):
-                        source.close()
-        return out
+        requests = [build_request(cfg, i, now) for i, cfg in enumerate(self.config.requests)]
+        store, _ = self._open_store(SourceContext(Path(self.config.base_dir or "."), None))
+        return plan_requests(self.config, self.registry, requests, store)
 
     # -- pipeline ------------------------------------------------------------------------------
 
@@ -466,7 +416,7 @@ class Backfill:
         try:
             return StoreSource(BarStore(url, options), context), None
         except Exception as e:
-            return None, redact(f"cannot open {url}: {_describe(e)}", options, url)
+            return None, redact(f"cannot open {url}: {describe(e)}", options, url)
 
     def _open_sources(
         self, context: SourceContext, store: StoreSource | None, store_error: str | None
@@ -480,7 +430,7 @@ class Backfill:
                 errors.append(None)
             except Exception as e:
                 sources.append(None)
-                errors.append(_describe(e))
+                errors.append(describe(e))
         return sources, errors
 
     def _stage(
@@ -818,7 +768,7 @@ class Backfill:
                 [i for i in instruments if i.id == req.bar_type.instrument_id]
             )
         except Exception as e:  # a store that cannot be written must not cost the warm start
-            report.examples.append(store.store.redacted(f"store: not written: {_describe(e)}"))
+            report.examples.append(store.store.redacted(f"store: not written: {describe(e)}"))
         finally:
             report.sources[0].notes.extend(store.store.take_notes())
 
@@ -846,7 +796,7 @@ class Backfill:
                 answered,
             )
         except Exception as e:  # a store that cannot be written must not cost the warm start
-            w.report.examples.append(store.store.redacted(f"store: not written: {_describe(e)}"))
+            w.report.examples.append(store.store.redacted(f"store: not written: {describe(e)}"))
             return False
         finally:
             # What the store found or did while writing (files quarantined, bars not storable).
@@ -963,24 +913,6 @@ def _injected_types(bar_type: BarType) -> list[BarType]:
     return [bar_type]
 
 
-def _store_plan(store: StoreSource, req: BarRequest) -> list[str]:
-    try:
-        known = store.answered(req)
-    except Exception as e:
-        return [f"cannot read: {_describe(e)}"]
-
-    def iso(ns: float) -> str | None:
-        return format_ns(int(ns) - int(ns) % 1_000_000_000)
-
-    lines = [f"answered before: {iso(a.lower)} .. {iso(a.upper)}" for a in known if not a.empty]
-    lines = lines[-3:]
-    if req.start_ns is None:
-        return [*lines, "the sources are asked for what it lacks of the newest bars"]
-    missing = P.closedopen(req.start_ns, req.end_ns) - known
-    asked = [f"sources asked for {iso(m.lower)} .. {iso(m.upper)}" for m in missing if not m.empty]
-    return lines + (asked[:5] or ["holds the whole window: no source is asked"])
-
-
 def _rows_of(raw: Any) -> int:
     table = getattr(raw, "table", None)
     rows = getattr(table, "num_rows", 0)
@@ -990,10 +922,6 @@ def _rows_of(raw: Any) -> int:
 def _parallel(source: BarSource) -> int:
     value = getattr(type(source), "max_parallel", 8)
     return value if isinstance(value, int) and value > 0 else 8
-
-
-def _describe(e: Exception) -> str:
-    return str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"
 
 
 def _precision(req: BarRequest, cfg: BarRequestConfig, cache: Any) -> _Precision:
