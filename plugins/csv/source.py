@@ -223,34 +223,47 @@ def _scale(col: pa.Array, scale: float) -> pa.Array:
 
 class _Newest:
     # Count mode: the rows of the newest `limit` distinct timestamps seen so far, plus every
-    # row that has no usable timestamp (so it is counted). Bounded by the request, not the file.
+    # row that has no usable timestamp (so it is counted). Bounded by the request, not the file:
+    # rows are kept until they pass twice the request, then cut back (amortized, so a request
+    # as large as the file costs one pass, not one sort per batch).
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.good: pa.Table | None = None
+        self.parts: list[pa.Table] = []
+        self.rows = 0
         self.other: list[pa.Table] = []
         self.threshold: int | None = None
 
     def add(self, table: pa.Table) -> None:
         ts = table.column("ts")
         usable = pc.fill_null(pc.greater_equal(ts, 0), False)
-        other = table.filter(pc.invert(usable))
-        if other.num_rows:
-            self.other.append(other)
-        good = table.filter(usable)
+        if not pc.all(usable).as_py():
+            other = table.filter(pc.invert(usable))
+            if other.num_rows:
+                self.other.append(other)
+            table = table.filter(usable)
         if self.threshold is not None:
-            good = good.filter(pc.greater_equal(good.column("ts"), self.threshold))
-        if not good.num_rows:
+            table = table.filter(pc.greater_equal(table.column("ts"), self.threshold))
+        if not table.num_rows:
             return
-        joined = good if self.good is None else pa.concat_tables([self.good, good])
+        self.parts.append(table)
+        self.rows += table.num_rows
+        if self.rows > 2 * self.limit:
+            self._cut()
+
+    def _cut(self) -> None:
+        joined = pa.concat_tables(self.parts) if len(self.parts) > 1 else self.parts[0]
         values = joined.column("ts").to_numpy()
-        unique = np.unique(values)
-        if len(unique) > self.limit:
-            self.threshold = int(unique[-self.limit])
-            joined = joined.filter(pa.array(values >= self.threshold))
-        self.good = joined.combine_chunks() if joined.num_rows else None
+        if len(values) > self.limit:
+            unique = np.unique(values)
+            if len(unique) > self.limit:
+                self.threshold = int(unique[-self.limit])
+                joined = joined.filter(pa.array(values >= self.threshold))
+        self.parts, self.rows = [joined], joined.num_rows
 
     def table(self) -> pa.Table | None:
-        parts = ([self.good] if self.good is not None else []) + self.other
+        if self.rows > self.limit:
+            self._cut()
+        parts = [t for t in self.parts if t.num_rows] + self.other
         return pa.concat_tables(parts) if parts else None
 
 
