@@ -37,6 +37,9 @@ docs: install
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_formats.py
+	$(BIN)/python benchmarks/bench_aggregate.py
+	$(BIN)/python benchmarks/bench_ib.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
