@@ -54,9 +54,9 @@ def fixed_type_problem(kind: pa.DataType, declared: bool) -> str | None:
     return f"type {kind}, expected {EXPECTED}"
 
 
-def check_bar_schema(schema: pa.Schema, where: str) -> None:
+def check_bar_schema(schema: pa.Schema, where: str, bar_type: str | None = None) -> None:
     """
-    Refuse a file that is not in NautilusTrader's bar layout.
+    Refuse a file that is not in NautilusTrader's bar layout, or holds another bar type.
 
     Parameters
     ----------
@@ -64,6 +64,9 @@ def check_bar_schema(schema: pa.Schema, where: str) -> None:
         The file's schema (with its metadata).
     where : str
         The file, named in the message.
+    bar_type : str, optional
+        The bar type the file must hold (its folder's; ``/`` may be left out, as in folder
+        names); a file whose metadata names another is refused.
 
     Raises
     ------
@@ -73,6 +76,9 @@ def check_bar_schema(schema: pa.Schema, where: str) -> None:
     """
     meta = schema.metadata or {}
     declared = b"price_precision" in meta and b"size_precision" in meta
+    named = meta.get(b"bar_type", b"").decode(errors="replace")
+    if bar_type is not None and named and named.replace("/", "") != bar_type.replace("/", ""):
+        raise SourceError(f"{where}: holds bars of {named}, not {bar_type}: not read")
     for name in FIELDS:
         if name not in schema.names:
             raise SourceError(f"{where}: not a NautilusTrader bar file: no column '{name}'")

@@ -455,7 +455,7 @@ class BarStore:
             if self.fs.isdir(path):
                 return "a directory, not a parquet file"
             schema = pq.read_schema(path, filesystem=self.fs)
-            check_bar_schema(schema, path)
+            check_bar_schema(schema, path, _folder_bar_type(path))
             if full:
                 table = pq.read_table(path, filesystem=self.fs)
                 for name in FIELDS:
@@ -592,7 +592,7 @@ class BarStore:
         # short reads building one costs more than the read).
         opened = [pq.ParquetFile(f.path, filesystem=self.fs) for f in files]
         for f, pf in zip(files, opened, strict=True):
-            check_bar_schema(pf.schema_arrow, f.path)
+            check_bar_schema(pf.schema_arrow, f.path, _folder_bar_type(f.path))
         table = read_window(opened, "ts_init", span, step_ns, step_ns)
         meta = opened[0].schema_arrow.metadata or {}
         price = int(meta.get(b"price_precision", b"-1"))
@@ -678,7 +678,7 @@ class BarStore:
         for f in files:
             try:
                 table = self._read_table(f.path)
-                check_bar_schema(table.schema, f.path)
+                check_bar_schema(table.schema, f.path, _folder_bar_type(f.path))
             except Exception:
                 bad.append((f.path, self._file_problem(f.path, full=True) or "unreadable"))
                 continue
@@ -1102,6 +1102,12 @@ def _parse_files(listing: list[dict[str, Any]] | list[str]) -> list[StoredFile]:
         if m:
             out.append(StoredFile(path, _parse_stamp(m[1]), _parse_stamp(m[2])))
     return sorted(out, key=lambda f: (f.first, -f.last))
+
+
+def _folder_bar_type(path: str) -> str:
+    # A store file's bar type is its folder's name (the bar type without "/", as the catalog
+    # names folders).
+    return path.rstrip("/").rsplit("/", 2)[-2]
 
 
 def _live(files: list[StoredFile]) -> list[StoredFile]:

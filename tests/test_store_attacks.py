@@ -514,3 +514,23 @@ def test_store_commands_on_a_path_that_is_no_store_say_so(tmp_path):
         for command in ("info", "verify"):
             out = CliRunner().invoke(main, ["store", command, str(path)])
             assert out.exit_code == 2 and message in out.output, out.output
+
+
+def test_a_file_of_another_bar_type_in_a_folder_is_never_served_as_that_folders_bars(registry, shared, tmp_path):
+    import shutil
+
+    from nautilus_backfill import Backfill
+    from nautilus_backfill.config import config_from_dict
+    from nautilus_backfill.store import BarStore
+
+    store = tmp_path / "store"
+    folder = store / "data" / "bar" / "ETHBTC.BINANCE-1-MINUTE-LAST-EXTERNAL"
+    folder.mkdir(parents=True)
+    name = "2021-11-27T00-00-00-000000000Z_2021-11-27T00-09-00-000000000Z.parquet"
+    shutil.copy(shared / "parquet" / "nautilus-128bit-bars.parquet", folder / name)  # ADABTC bars
+    assert any("holds bars of ADABTC.BINANCE-1-MINUTE-LAST-EXTERNAL" in p for p in BarStore(str(store)).verify())
+    cfg = config_from_dict({"backfill": {"store": str(store), "requests": [{
+        "bar_type": "ETHBTC.BINANCE-1-MINUTE-LAST-EXTERNAL", "start": "2021-11-27T00:00:00Z",
+        "end": "2021-11-27T00:10:00Z", "price_precision": 8, "size_precision": 8}]}}, registry=registry)
+    r = Backfill(cfg, registry=registry).fetch().report.requests[0]
+    assert r.injected == 0 and r.status == "failed"
