@@ -206,7 +206,8 @@ class RequestReport:
         Return ``ok``, ``short``, ``stale`` or ``failed``.
 
         ``failed``: an error, or no bar injected. ``stale``: the newest bar is older than
-        ``max_age`` for a request that ends now. ``short``: fewer bars than wanted.
+        ``max_age`` for a request that ends now. ``short``: fewer bars than wanted, or a
+        window with gaps while a source failed (time it may have had bars for).
 
         Returns
         -------
@@ -222,6 +223,9 @@ class RequestReport:
             return "short" if c.wanted is not None and c.built < c.wanted else "ok"
         if self.wanted is not None and self.injected < self.wanted:
             return "short"
+        failed = [s for s in self.sources if s.status not in ("ok", "empty", "not_needed")]
+        if self.wanted is None and self.gaps and failed:
+            return "short"  # a window with holes a failed source may have left
         return "ok"
 
     @property

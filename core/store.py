@@ -570,7 +570,7 @@ class BarStore:
             if not files or span.end < 0:
                 break
             try:
-                return self._read_files(files, step_ns, span)
+                return self._read_files(files, step_ns, span, bar_type)
             except FileNotFoundError:
                 # A writer replaced a file between the listing and the read: list again.
                 self._prefetched.pop(self.folder(bar_type), None)
@@ -586,11 +586,13 @@ class BarStore:
         return pa.table({n: [] for n in BAR_SCHEMA.names}, schema=BAR_SCHEMA), -1, -1
 
     def _read_files(
-        self, files: list[StoredFile], step_ns: int, span: Span
+        self, files: list[StoredFile], step_ns: int, span: Span, bar_type: str | None = None
     ) -> tuple[pa.Table, int, int]:
         # Footers, then only the row groups in the window (no dataset: for a portfolio of
         # short reads building one costs more than the read).
         opened = [pq.ParquetFile(f.path, filesystem=self.fs) for f in files]
+        if bar_type is not None:
+            _same_owner(opened[0].schema_arrow, bar_type, self.folder(bar_type))
         for f, pf in zip(files, opened, strict=True):
             check_bar_schema(pf.schema_arrow, f.path, _folder_bar_type(f.path))
         table = read_window(opened, "ts_init", span, step_ns, step_ns)
@@ -660,6 +662,13 @@ class BarStore:
             ts_open, values = ts_open[fits], values[fits]
         with self._lock(folder):
             self._repair(bar_type)
+            for f in self.files(bar_type):
+                try:
+                    schema = pq.read_schema(f.path, filesystem=self.fs)
+                except Exception:  # unreadable: the merge below sets it aside
+                    continue
+                _same_owner(schema, bar_type, folder)
+                break
             written = 0
             if len(ts_open):
                 written = self._merge_in(
@@ -1102,6 +1111,17 @@ def _parse_files(listing: list[dict[str, Any]] | list[str]) -> list[StoredFile]:
         if m:
             out.append(StoredFile(path, _parse_stamp(m[1]), _parse_stamp(m[2])))
     return sorted(out, key=lambda f: (f.first, -f.last))
+
+
+def _same_owner(schema: pa.Schema, bar_type: str, folder: str) -> None:
+    # NautilusTrader's catalog names a folder by the bar type without "/": EUR/USD.SIM and
+    # EURUSD.SIM share one. Whose bars a folder holds is in its files' metadata.
+    named = (schema.metadata or {}).get(b"bar_type", b"").decode(errors="replace")
+    if named and named != bar_type:
+        raise SourceError(
+            f"{folder} holds bars of {named}, not {bar_type}: NautilusTrader's catalog keeps "
+            "both bar types in one folder (it drops the '/'), so this one cannot use the store"
+        )
 
 
 def _folder_bar_type(path: str) -> str:

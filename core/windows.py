@@ -45,16 +45,31 @@ def answered_for(span: Span, result: SourceResult, step: int) -> P.Interval:
     return P.closedopen(first, end) if end > first else P.empty()
 
 
-# A window that ended longer ago than this is history: what was answered there stays so.
-RECENT_NS = 7 * 86_400 * 10**9
-
-
 def trusted(req: BarRequest, answered: P.Interval, bars: BarArrays, mine: np.ndarray) -> P.Interval:
-    # Time answered without bars is remembered only up to the newest bar the writing sources
-    # gave: the end of a file not updated yet, or a gateway that had no data, must not hide
-    # the bars that arrive later. Holes between bars (nights, weekends) stay remembered.
-    if req.end_ns < now_ns() - RECENT_NS:
-        return answered
+    """
+    Return the part of `answered` worth remembering as answered.
+
+    Time answered without bars is remembered only up to the newest bar the writing sources
+    gave: the end of a file not updated yet, or a gateway that had no data, must not hide the
+    bars that arrive later. Holes between bars (nights, weekends) stay remembered; the time
+    after the newest bar is asked for again next time (one small request).
+
+    Parameters
+    ----------
+    req : BarRequest
+        The request.
+    answered : P.Interval
+        What the sources answered for.
+    bars : BarArrays
+        The merged bars.
+    mine : np.ndarray
+        True for the bars of the sources that write back.
+
+    Returns
+    -------
+    P.Interval
+
+    """
     opens = bars.ts_open[mine]
     if not len(opens):
         return P.empty()

@@ -534,3 +534,23 @@ def test_a_file_of_another_bar_type_in_a_folder_is_never_served_as_that_folders_
         "end": "2021-11-27T00:10:00Z", "price_precision": 8, "size_precision": 8}]}}, registry=registry)
     r = Backfill(cfg, registry=registry).fetch().report.requests[0]
     assert r.injected == 0 and r.status == "failed"
+
+
+def test_bar_types_that_share_a_catalog_folder_never_get_each_others_bars(tmp_path):
+    import numpy as np
+    import portion as P
+    from nautilus_backfill.errors import SourceError
+    from nautilus_backfill.source import Span
+    from nautilus_backfill.store import BarStore
+
+    store = BarStore(str(tmp_path / "store"))
+    step = 60 * 10**9
+    ts = 1_735_808_400 * 10**9 + step * np.arange(10, dtype=np.int64)
+    values = np.column_stack([np.full(10, 1.1)] * 4 + [np.ones(10)])
+    store.write("EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", step, ts, values, 5, 0, P.empty())
+    with pytest.raises(SourceError, match=r"holds bars of EUR/USD\.SIM-1-MINUTE-MID-EXTERNAL, not EURUSD"):
+        store.read("EURUSD.SIM-1-MINUTE-MID-EXTERNAL", step, Span(None, int(ts[-1]) + step))
+    with pytest.raises(SourceError, match="cannot use the store"):
+        store.write("EURUSD.SIM-1-MINUTE-MID-EXTERNAL", step, ts + 10 * step, values * 2, 5, 0, P.empty())
+    table, _, _ = store.read("EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", step, Span(None, int(ts[-1]) + 30 * step))
+    assert table.num_rows == 10 and set(table.column("close").to_pylist()) == {1.1}

@@ -347,3 +347,43 @@ def test_no_gap_line_is_drawn_over_bars_that_were_injected(registry, tmp_path):
     r = _fetch(registry, [window], [], store=store).report.requests[0]
     assert r.injected == 100
     assert r.gaps == [(start - 40 * MIN, start), (start + 100 * MIN, start + 140 * MIN)]
+
+
+def test_past_windows_too_remember_no_time_after_the_newest_bar(registry, tmp_path):
+    # A window that ended long ago: a file that was behind must not make the store hide the
+    # bars it has later.
+    end = 1_735_808_400 * 10**9  # 2025-01-02T09:00:00Z
+    data = tmp_path / "data.csv"
+    _csv(data, end - 31 * MIN, 90)  # ends 08:29
+    req = [{"bar_type": BAR, "bars": 60, "end": "2025-01-02T09:00:00Z", "price_precision": 5, "size_precision": 0}]
+    src = [{"name": "files", "plugin": "csv", "path": str(data), "write_back": True}]
+    store = str(tmp_path / "store")
+    _fetch(registry, req, src, store=store)
+    _csv(data, end - MIN, 120)  # now runs to 08:59
+    r = _fetch(registry, req, src, store=store).report.requests[0]
+    assert r.last == end - MIN and r.injected == 60
+
+
+class Flaky(BarSource):
+    """Returns the first hour of the window, then loses the connection."""
+
+    def fetch(self, request, span):
+        n = 60
+        ts = span.start + MIN * np.arange(n, dtype=np.int64)
+        p = np.full(n, 1.25)
+        table = pa.table({"ts": ts, "open": p, "high": p, "low": p, "close": p, "volume": np.ones(n)})
+        return SourceResult(table, price_precision=5, size_precision=0,
+                            failure=SourceError("connection lost", status="disconnected"))
+
+
+def test_a_window_a_failed_source_left_holes_in_is_short_not_ok():
+    class Plugin:
+        @hookimpl
+        def register_sources(self, register):
+            register("flaky", Flaky)
+
+    registry = build_registry(entry_points=False, extra=[("flaky", Plugin())])
+    window = {"bar_type": BAR, "start": "2025-01-02T00:00:00Z", "end": "2025-01-02T06:00:00Z"}
+    result = _fetch(registry, [window], [{"name": "ib", "plugin": "flaky"}], on_insufficient="fail")
+    r = result.report.requests[0]
+    assert r.injected == 60 and r.gaps and r.status == "short" and result.report.ok is False
