@@ -18,6 +18,24 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def simulator(shared):
+    """Start IB gateway simulators with a scenario's faults; all stop after the test."""
+    from ibsim import IBSimulator, Scenario
+
+    sims = []
+
+    def start(**scenario):
+        sim = IBSimulator(Scenario(**scenario), recordings=shared / "ib")
+        sim.start()
+        sims.append(sim)
+        return sim
+
+    yield start
+    for sim in sims:
+        sim.stop()
+
+
 @pytest.fixture(scope="session")
 def registry():
     # Built-ins only: the suite never picks up whatever plugins happen to be installed.

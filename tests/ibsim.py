@@ -731,6 +731,18 @@ def _load_recording(folder: Path) -> dict[str, dict[int, tuple]]:
     return {"AAPL": bars}
 
 
+def source_config(sim: IBSimulator, **kw: Any) -> dict[str, Any]:
+    """An `ib` source block for `sim`, with short timeouts for tests."""
+    return {
+        "name": "ib",
+        "plugin": "ib",
+        "port": sim.port,
+        "timeout": "3s",
+        "connect_timeout": "1s",
+        **kw,
+    }
+
+
 if __name__ == "__main__":
     # A gateway on a fixed port for trying the CLI by hand (and for the docs' transcripts):
     #   python tests/ibsim.py 7497 '{"fail_after": 2, "fail_with": "stall"}'

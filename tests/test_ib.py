@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from ibsim import IBSimulator, Scenario
+from ibsim import source_config
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
 
@@ -19,32 +19,6 @@ END = "2021-01-05T21:00:00Z"  # 16:00 New York, the close of the recorded AAPL s
 def pacing_state(tmp_path, monkeypatch):
     # The pacing history of these runs must not reach the user's own state folder.
     monkeypatch.setenv("NAUTILUS_BACKFILL_STATE_DIR", str(tmp_path / "state"))
-
-
-@pytest.fixture
-def simulator(shared):
-    sims = []
-
-    def start(**scenario):
-        sim = IBSimulator(Scenario(**scenario), recordings=shared / "ib")
-        sim.start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        sim.stop()
-
-
-def _ib(sim, **kw):
-    return {
-        "name": "ib",
-        "plugin": "ib",
-        "port": sim.port,
-        "timeout": "3s",
-        "connect_timeout": "1s",
-        **kw,
-    }
 
 
 def _fetch(registry, requests, sources, **kw):
@@ -80,7 +54,7 @@ def test_200_bars_for_a_stock_and_a_forex_pair_in_one_request_each(registry, sim
             {"bar_type": AAPL, "bars": 200, "end": END},
             {"bar_type": EURUSD, "bars": 200, "end": "2025-01-02T09:00:00Z"},
         ],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     assert elapsed < 1.0
     assert [r.injected for r in result.report.requests] == [200, 200]
@@ -137,7 +111,7 @@ def test_faults_end_in_time_with_a_named_status_and_the_next_source_used(
     result, elapsed = _fetch(
         registry,
         [{"bar_type": AAPL, "bars": 100, "end": END, "price_precision": 2, "size_precision": 0}],
-        [_ib(sim), fallback],
+        [source_config(sim), fallback],
         deadline="8s",
     )
     report = result.report.requests[0]
@@ -153,7 +127,7 @@ def test_faults_end_in_time_with_a_named_status_and_the_next_source_used(
 
 def test_client_id_in_use_tries_the_next_one(registry, simulator):
     sim = simulator(client_ids_in_use={901, 902})
-    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 10, "end": END}], [_ib(sim)])
+    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 10, "end": END}], [source_config(sim)])
     assert result.report.requests[0].injected == 10, result.report.requests[0].sources[0]
     assert {r.client_id for r in sim.requests} == {903}
 
@@ -163,7 +137,7 @@ def test_partial_data_then_an_error_keeps_the_bars_and_asks_the_next_source(
 ):
     sim = simulator(partial_then_error=True)
     result, _ = _fetch(
-        registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [_ib(sim), fallback]
+        registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [source_config(sim), fallback]
     )
     report = result.report.requests[0]
     ib, local = report.sources
@@ -175,7 +149,7 @@ def test_the_bar_still_forming_is_never_asked_for(registry, simulator):
     sim = simulator()
     # An end past now: IB would answer up to now, the bar still forming included.
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
-    result, _ = _fetch(registry, [{"bar_type": EURUSD, "bars": 20, "end": end}], [_ib(sim)])
+    result, _ = _fetch(registry, [{"bar_type": EURUSD, "bars": 20, "end": end}], [source_config(sim)])
     report = result.report.requests[0]
     assert report.injected == 20 and report.received == 20, report.to_dict()
     assert result.bars[next(iter(result.bars))][-1].ts_init <= time.time_ns()
@@ -196,7 +170,7 @@ def test_forex_last_is_a_config_error_suggesting_mid(registry, simulator):
                 "size_precision": 0,
             }
         ],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     ib = result.report.requests[0].sources[0]
     assert ib.status == "config"
@@ -205,7 +179,7 @@ def test_forex_last_is_a_config_error_suggesting_mid(registry, simulator):
     result, _ = _fetch(
         registry,
         [{"bar_type": "EUR/USD.IDEALPRO-1-MINUTE-LAST-EXTERNAL", "bars": 5, "end": END}],
-        [_ib(sim, what_to_show="MIDPOINT")],
+        [source_config(sim, what_to_show="MIDPOINT")],
     )
     assert result.report.requests[0].injected == 5
 
@@ -228,7 +202,7 @@ def test_explicit_contract_overrides_the_symbology(registry, simulator):
                 },
             }
         ],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     assert result.report.requests[0].injected == 30
     assert [str(i.id) for i in result.instruments] == ["APPLE.NASDAQ"]
@@ -252,7 +226,7 @@ def test_200_requests_of_5_second_bars_across_10_instruments_without_a_pacing_vi
     result, elapsed = _fetch(
         registry,
         requests,
-        [_ib(sim, pacing_scale=scale, use_rth=False, timeout="60s")],
+        [source_config(sim, pacing_scale=scale, use_rth=False, timeout="60s")],
         deadline="90s",
     )
     assert sim.violations == []
@@ -275,7 +249,7 @@ def test_daily_bars_come_dated_yyyymmdd_and_land_on_utc_midnight(registry, simul
                 "end": "2024-03-05T00:00:00Z",
             }
         ],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     bars = result.bars[next(iter(result.bars))]
     assert len(bars) == 20 and [(r.bar_size, r.duration, r.format_date) for r in sim.requests] == [
@@ -296,7 +270,7 @@ def test_weekly_bars_open_on_monday_as_the_adapter_dates_them(registry, simulato
                 "end": "2024-03-04T00:00:00Z",
             }
         ],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     bars = result.bars[next(iter(result.bars))]
     assert len(bars) == 8 and [r.bar_size for r in sim.requests] == ["1 week"]

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from ibsim import IBSimulator, Scenario
+from ibsim import source_config
 from nautilus_backfill import Backfill
 from nautilus_backfill.config import config_from_dict
 from nautilus_trader.model.data import BarType
@@ -20,32 +20,6 @@ def pacing_state(tmp_path, monkeypatch):
     # The pacing history of these runs must not reach the user's own state folder.
     monkeypatch.setenv("NAUTILUS_BACKFILL_STATE_DIR", str(tmp_path / "state"))
     return tmp_path / "state"
-
-
-@pytest.fixture
-def simulator(shared):
-    sims = []
-
-    def start(**scenario):
-        sim = IBSimulator(Scenario(**scenario), recordings=shared / "ib")
-        sim.start()
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        sim.stop()
-
-
-def _ib(sim, **kw):
-    return {
-        "name": "ib",
-        "plugin": "ib",
-        "port": sim.port,
-        "timeout": "3s",
-        "connect_timeout": "1s",
-        **kw,
-    }
 
 
 def _fetch(registry, requests, sources, **kw):
@@ -73,7 +47,7 @@ def test_a_gateway_repeating_bars_has_every_repeat_counted_and_the_first_kept(
     registry, simulator, kind
 ):
     sim = simulator(repeat=kind)
-    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [_ib(sim)])
+    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [source_config(sim)])
     report = result.report.requests[0]
     ib = report.sources[0]
     # 100 bars, every 10th sent twice: all 110 rows reach the report, 10 counted as duplicates.
@@ -96,7 +70,7 @@ def test_bars_that_arrived_before_a_failure_mid_download_are_kept(
 ):
     sim = simulator(fail_after=2, fail_with=fail_with, time_scale=0.01)
     result, elapsed = _fetch(
-        registry, [_five_second()], [_ib(sim, use_rth=False, pacing_scale=0.01)], deadline="6s"
+        registry, [_five_second()], [source_config(sim, use_rth=False, pacing_scale=0.01)], deadline="6s"
     )
     report = result.report.requests[0]
     ib = report.sources[0]
@@ -112,7 +86,7 @@ def test_a_socket_closed_during_contract_lookup_is_disconnected(registry, simula
     result, _ = _fetch(
         registry,
         [{"bar_type": AAPL, "bars": 10, "end": END, "price_precision": 2, "size_precision": 0}],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     ib = result.report.requests[0].sources[0]
     assert ib.status == "disconnected", ib.to_dict()
@@ -128,7 +102,7 @@ def test_an_unreadable_frame_is_the_attempts_error_not_a_thread_traceback(
     result, _ = _fetch(
         registry,
         [{"bar_type": AAPL, "bars": 10, "end": END, "price_precision": 2, "size_precision": 0}],
-        [_ib(sim)],
+        [source_config(sim)],
     )
     ib = result.report.requests[0].sources[0]
     assert crashed == []
@@ -147,7 +121,7 @@ def test_two_starts_in_a_row_keep_to_60_requests_per_10_minutes(registry, simula
         result, _ = _fetch(
             registry,
             requests,
-            [_ib(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
+            [source_config(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
             deadline="30s",
         )
         assert all(r.injected == 8 * 720 for r in result.report.requests)
@@ -167,7 +141,7 @@ def test_two_processes_at_once_share_one_pacing_history(registry, simulator, pac
             _fetch(
                 registry,
                 requests,
-                [_ib(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
+                [source_config(sim, use_rth=False, pacing_scale=scale, timeout="20s")],
                 deadline="30s",
             )[0]
         )
@@ -222,7 +196,7 @@ def test_a_billion_bars_are_refused_at_once_without_asking_ib(registry, simulato
         "price_precision": 2,
         "size_precision": 0,
     }
-    result, elapsed = _fetch(registry, [request], [_ib(sim)])
+    result, elapsed = _fetch(registry, [request], [source_config(sim)])
     ib = result.report.requests[0].sources[0]
     assert elapsed < 1.0 and sim.requests == []
     assert ib.status == "config" and "reaches back before 1970" in ib.error
@@ -238,7 +212,7 @@ def test_a_year_of_5_second_bars_keeps_the_newest_pacing_lets_through(registry, 
         "end": "2024-03-04T00:00:00Z",
     }
     result, elapsed = _fetch(
-        registry, [year], [_ib(sim, use_rth=False, pacing_scale=scale, timeout="5s")]
+        registry, [year], [source_config(sim, use_rth=False, pacing_scale=scale, timeout="5s")]
     )
     ib = result.report.requests[0].sources[0]
     # The 5-per-2-seconds rule (with its quarter-second margin) spaces the 60 over ~3 s.
