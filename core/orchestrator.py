@@ -100,6 +100,16 @@ class _Work:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Per source index, the open times of bars rounded to the precision.
     rounded_at: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    done: bool = False  # complete before the last stage: finished while the others run
+    cached: Any = None  # the request's instrument in the node's cache
+
+    def instrument(self) -> Any:
+        """The request's instrument as far as known: the node's cache, else an earlier source."""
+        if self.cached is not None:
+            return self.cached
+        iid = self.req.bar_type.instrument_id
+        found = [i for i in self.instruments if i.id == iid]
+        return found[-1] if found else None
 
     @classmethod
     def of(
@@ -286,6 +296,8 @@ class Backfill:
         options = aggregation or self.config.aggregation or AggregationOptions()
         for w in work:
             w.precision = _precision(w.req, w.cfg, cache)
+            if cache is not None:
+                w.cached = cache.instrument(w.req.bar_type.instrument_id)
         writers = np.array(
             [
                 i
@@ -298,11 +310,9 @@ class Backfill:
         )
         results: dict[int, tuple[BarType, list[Bar]]] = {}
         composite: dict[int, tuple[BarType, list[Bar]]] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(work))))
+        futures: dict[Any, _Work] = {}
         try:
-            # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
-            # asked only for what the sources before it left missing.
-            for i, source in enumerate(sources):
-                self._stage(i, source, source_errors[i], work, deadline_at, on_progress, store)
 
             def finish(w: _Work) -> None:
                 if store is not None:
@@ -316,13 +326,25 @@ class Backfill:
                 if on_request_done is not None:
                     on_request_done(w.report)
 
-            with ThreadPoolExecutor(max_workers=max(1, min(8, len(work)))) as pool:
-                futures = {pool.submit(finish, w): w for w in work}
-                for future in futures:
-                    e = future.exception()
-                    if e is not None:  # never expected: keep the other requests' bars
-                        futures[future].report.error = f"{type(e).__name__}: {e}"
+            def complete(w: _Work) -> None:
+                # Bars become `Bar` s while other requests still wait for their answers.
+                futures[pool.submit(finish, w)] = w
+
+            # Fetch, validate, dedupe, merge: one stage per source, in priority order, each
+            # asked only for what the sources before it left missing.
+            for i, source in enumerate(sources):
+                self._stage(
+                    i, source, source_errors[i], work, deadline_at, on_progress, store, complete
+                )
+            for w in work:
+                if not w.done:
+                    complete(w)
+            for future in list(futures):
+                e = future.exception()
+                if e is not None:  # never expected: keep the other requests' bars
+                    futures[future].report.error = f"{type(e).__name__}: {e}"
         finally:
+            pool.shutdown(wait=True)
             for source in sources:
                 if source is not None:
                     with contextlib.suppress(Exception):  # closing must never fail the backfill
@@ -442,10 +464,14 @@ class Backfill:
         deadline_at: float,
         on_progress: Callable[[Progress], None] | None = None,
         store: StoreSource | None = None,
+        complete: Callable[[_Work], None] | None = None,
     ) -> None:
         src_cfg = self._source_configs()[index]
         calls: list[tuple[_Work, Span]] = []
+        open_calls: dict[int, int] = {}
         for w in work:
+            if w.done:
+                continue
             attempt = w.report.sources[index]
             spans = w.layered.missing(w.req)
             if not spans:
@@ -454,9 +480,11 @@ class Backfill:
                 attempt.status, attempt.error = "error", open_error
             else:
                 calls.extend((w, span) for span in spans)
+                open_calls[id(w)] = len(spans)
         if source is None or not calls:
             return
         tracker = ProgressTracker(src_cfg.name, len(calls), on_progress)
+        later = range(index + 1, len(self._source_configs()))
 
         def settle(call: tuple[_Work, Span], outcome: Any, elapsed: float) -> None:
             # Each answer is validated and merged as it comes, while later calls still wait
@@ -469,12 +497,19 @@ class Backfill:
                 if not (isinstance(outcome, SourceError) and outcome.status == "not_asked"):
                     attempt.calls += 1
                 self._take(w, index, src_cfg, source, span, outcome)
+                open_calls[id(w)] -= 1
+                if open_calls[id(w)]:
+                    return
+                if attempt.status == "not_needed":
+                    attempt.status = "ok" if attempt.received else "empty"
+                if complete is not None and not w.layered.missing(w.req):
+                    # Nothing is missing: the later stages would only mark it not needed.
+                    for j in later:
+                        w.report.sources[j].status = "not_needed"
+                    w.done = True
+                    complete(w)
 
         self._ask(source, src_cfg, calls, deadline_at, tracker, store, settle)
-        for w, _ in calls:
-            attempt = w.report.sources[index]
-            if attempt.status == "not_needed":
-                attempt.status = "ok" if attempt.received else "empty"
 
     def _ask(
         self,
@@ -514,7 +549,11 @@ class Backfill:
                     self._piece(w, src_cfg, source, result, (start, end), store, deadline_at)
 
             span = replace(
-                span, deadline=time.monotonic() + timeout, progress=rows, partial=partial
+                span,
+                deadline=time.monotonic() + timeout,
+                progress=rows,
+                partial=partial,
+                instrument=w.instrument(),
             )
             started = time.monotonic()
             try:
@@ -614,7 +653,9 @@ class Backfill:
             return [(SourceError("the deadline had passed", status="not_asked"), 0.0)] * len(calls)
         timeout = min(src_cfg.timeout_s, remaining)
         at = time.monotonic() + timeout
-        pairs = [(w.req, replace(span, deadline=at)) for w, span in calls]
+        pairs = [
+            (w.req, replace(span, deadline=at, instrument=w.instrument())) for w, span in calls
+        ]
         started = time.monotonic()
         try:
             answers = call_with_timeout(

@@ -94,6 +94,10 @@ class Span:
         merges it at once and, with a ``store``, writes it through, so a run killed or cut by
         its deadline keeps it and the next run asks only for the rest. Do not return those
         rows again from `fetch`. Optional to call.
+    instrument : Instrument | None
+        The request's instrument when the host already has it (from the cache, or stored by
+        an earlier run), so a broker source may skip looking the contract up. None when
+        unknown.
 
     """
 
@@ -103,6 +107,7 @@ class Span:
     deadline: float | None = None
     progress: Callable[..., None] | None = None
     partial: Callable[[SourceResult, int, int], None] | None = None
+    instrument: Any = None
 
 
 @dataclass

@@ -141,10 +141,15 @@ class HistRequest:
     use_rth: int
     format_date: int
     received: float
+    con_id: int = 0
+
+
+def _fields(*fields: Any) -> bytes:
+    return "".join(f"{f}\0" for f in fields).encode()
 
 
 def _frame(fields: list[Any]) -> bytes:
-    payload = b"".join(str(f).encode() + b"\0" for f in fields)
+    payload = _fields(*fields)
     return struct.pack("!I", len(payload)) + payload
 
 
@@ -161,6 +166,14 @@ class _Conn:
             if not self.closed:
                 try:
                     self.sock.sendall(_frame(list(fields)))
+                except OSError:
+                    self.closed = True
+
+    def send_payload(self, payload: bytes) -> None:
+        with self.lock:
+            if not self.closed:
+                try:
+                    self.sock.sendall(struct.pack("!I", len(payload)) + payload)
                 except OSError:
                     self.closed = True
 
@@ -236,6 +249,7 @@ class IBSimulator:
         self.violations: list[str] = []
         self.bars_sent = 0  # bar rows sent in historical answers, repeats included
         self._bar_cache: dict[tuple, list[tuple]] = {}
+        self._body_cache: dict[tuple, tuple[int, bytes]] = {}
         self.answered = 0  # historical requests answered with bars or an end
         self.open_requests: dict[tuple[int, int], float] = {}
         self.max_open = 0
@@ -334,6 +348,7 @@ class IBSimulator:
                 use_rth=int(f[18]),
                 format_date=int(f[20]),
                 received=time.monotonic(),
+                con_id=int(f[2] or 0),
             )
             with self._lock:  # in arrival order, as the gateway sees them
                 self.requests.append(req)
@@ -446,12 +461,15 @@ class IBSimulator:
         sc = self.scenario
         key = (conn.client_id, req.req_id)
         try:
-            if sc.slow_s:
-                time.sleep(sc.slow_s)
-            if req.req_id in conn.cancelled:
-                return
             step = BAR_SIZES.get(req.bar_size)
             seconds = _duration_s(req.duration)
+            # The answer is looked up while the latency runs, so each request is answered L
+            # after it arrived, as a gateway with its own CPU would, however many are open.
+            plain = self._plain_answer(req, step, seconds) if sc.slow_s and not violation else None
+            if sc.slow_s:
+                time.sleep(max(0.0, req.received + sc.slow_s - time.monotonic()))
+            if req.req_id in conn.cancelled:
+                return
             if step is None or seconds is None or not _step_ok(seconds, step):
                 self.violations.append(f"step size: {req.duration} of {req.bar_size}")
                 conn.error(
@@ -512,10 +530,22 @@ class IBSimulator:
                 )
                 return
             c = self._lookup(req.sec_type, req.symbol, req.symbol)
-            if c is None:
+            if c is None or req.con_id not in (0, c["conId"]):  # IB knows a contract by its id
                 conn.error(req.req_id, 200, "No security definition has been found for the request")
                 return
             end = _parse_end(req.end) if req.end else self.now()
+            if (
+                plain is not None
+                and plain[0] == end
+                and not (sc.partial_then_error or sc.repeat or sc.bad_frame)
+            ):
+                _, count, body = plain
+                if count:
+                    with self._lock:
+                        self.bars_sent += count
+                    conn.send_payload(_fields(17, req.req_id, count) + body)
+                self._end(conn, req, key, end, seconds)
+                return
             rows = self._bars(c, req, step, end - seconds, end)
             if sc.partial_then_error:
                 rows = rows[: len(rows) // 2]
@@ -534,18 +564,42 @@ class IBSimulator:
                     "Connectivity between IB and Trader Workstation has been lost.",
                 )
                 return
-            fmt = "%Y%m%d %H:%M:%S"
-            with self._lock:  # closed once its end goes out: the client may send the next now
-                self.open_requests.pop(key, None)
-            conn.send(
-                108,
-                req.req_id,
-                datetime.fromtimestamp(end - seconds, UTC).strftime(fmt),
-                datetime.fromtimestamp(end, UTC).strftime(fmt),
-            )
+            self._end(conn, req, key, end, seconds)
         finally:
             with self._lock:
                 self.open_requests.pop(key, None)
+
+    def _end(self, conn: _Conn, req: HistRequest, key: tuple, end: float, seconds: int) -> None:
+        fmt = "%Y%m%d %H:%M:%S"
+        with self._lock:  # closed once its end goes out: the client may send the next now
+            self.open_requests.pop(key, None)
+        conn.send(
+            108,
+            req.req_id,
+            datetime.fromtimestamp(end - seconds, UTC).strftime(fmt),
+            datetime.fromtimestamp(end, UTC).strftime(fmt),
+        )
+
+    def _plain_answer(
+        self, req: HistRequest, step: int | None, seconds: int | None
+    ) -> tuple[float, int, bytes] | None:
+        # (end, bar count, encoded bars) of a valid request's answer, or None.
+        if step is None or seconds is None or not _step_ok(seconds, step):
+            return None
+        c = self._lookup(req.sec_type, req.symbol, req.symbol)
+        if c is None or req.con_id not in (0, c["conId"]):
+            return None
+        end = _parse_end(req.end) if req.end else self.now()
+        key = (c["localSymbol"], c["conId"], req.what_to_show, step, end - seconds, end)
+        key += (req.use_rth,)
+        cached = self._body_cache.get(key)
+        if cached is not None:
+            return end, *cached
+        rows = self._bars(c, req, step, end - seconds, end)
+        body = _fields(*[v for row in rows for v in row])
+        if end <= self.now():
+            self._body_cache[key] = (len(rows), body)
+        return end, len(rows), body
 
     def _pacing(self, req: HistRequest) -> bool:
         step = BAR_SIZES.get(req.bar_size, 0)

@@ -79,3 +79,44 @@ def test_max_in_flight_holds_the_open_requests(registry, sim):
     result, _ = _fetch(registry, sim, requests, max_in_flight=4)
     assert all(r.injected == 10 for r in result.report.requests)
     assert sim.max_open == 4
+
+
+def test_contracts_are_reused_from_the_stores_instruments_and_looked_up_again_when_ib_refuses_them(
+    registry, tmp_path
+):
+    from nautilus_trader.cache.cache import Cache
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    store = str(tmp_path / "store")
+    symbols = ["AAPL", "SQQQ", "SXYZ"]
+
+    def run(end, cache=None):
+        requests = [{"bar_type": f"{s}.NASDAQ-1-MINUTE-LAST-EXTERNAL", "bars": 60, "end": end} for s in symbols]
+        ib = {"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False, "timeout": "10s"}
+        doc = {"backfill": {"deadline": "30s", "store": store, "requests": requests, "sources": [ib]}}
+        result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch(cache=cache)
+        for r in result.report.requests:
+            assert r.accounted() and r.status == "ok" and r.injected == 60, r.to_dict()
+        return result
+
+    with IBSimulator(Scenario()) as sim:
+        first = run("2024-03-04T18:00:00Z")
+        assert len(sim.contract_requests) == 3
+        # An hour later: IB is asked for the new bars with the stored contracts, no lookup.
+        later = run("2024-03-04T19:00:00Z")
+        assert len(sim.contract_requests) == 3 and len(sim.requests) == 6
+        assert {r.con_id for r in sim.requests[3:]} == {r.con_id for r in sim.requests[:3]} != {0}
+        for bar_type, bars in later.bars.items():
+            stored = next(b for k, b in first.bars.items() if k == bar_type)
+            assert bars[0].ts_init > stored[0].ts_init and len(bars) == 60
+
+        # A contract IB no longer knows (its conId changed since it was stored): IB answers
+        # 200, the contract is looked up again once, and the bars come.
+        instrument = ParquetDataCatalog(store).instruments(instrument_ids=["AAPL.NASDAQ"])[0]
+        data = type(instrument).to_dict(instrument)
+        data["info"]["contract"]["conId"] = 1
+        cache = Cache()
+        cache.add_instrument(type(instrument).from_dict(data))
+        run("2024-03-04T20:00:00Z", cache=cache)
+        assert len(sim.contract_requests) == 4  # AAPL only
+        assert [r.con_id for r in sim.requests[6:]].count(1) == 1

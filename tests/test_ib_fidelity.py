@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
 from ibapi.common import BarData
 from ibsim import RECORDING_TZ, IBSimulator, Scenario
 from nautilus_backfill import Backfill
@@ -176,3 +177,45 @@ def test_one_pass_reading_of_historical_answers_equals_ibapis_decoder():
     for a, b in zip(theirs.bars, ours.bars, strict=True):
         assert a[:6] == b[:6]
         assert float(a[6]) == float(b[6])  # the source reads volumes as float
+
+
+@pytest.mark.parametrize("daily, weekly", [(False, False), (True, False), (True, True)])
+def test_column_wise_reading_of_an_all_numeric_answer_equals_ibapis_decoder(daily, weekly):
+    # The usual answer (every field a number) is read column-wise into one block; the bars
+    # must be those ibapi's own decoder gives, converted bar by bar.
+    import numpy as np
+    from ibapi.decoder import Decoder
+    from ibapi.wrapper import EWrapper
+    from nautilus_backfill.plugins.ib.connection import BarBlock, _historical_data_msg
+    from nautilus_backfill.plugins.ib.source import _Bars, _row
+
+    dates = ["20240304", "20240305", "20240308"] if daily else ["1709510400", "1709510460", "1709510520"]
+    rows = [
+        (dates[0], "150.25", "150.5", "150", "150.3", "1200", "150.31", "17"),
+        (dates[1], "Infinity", "1e3", "0.5", "0.1", "2147483647", "-1", "-1"),
+        (dates[2], "1.08", "1.09", "1.07", "1.085", "-1", "-1", "-1"),
+        (dates[0], "2", "3", "1", "2", "9223372036854775807", "2", "1"),
+        (dates[1], "2", "3", "1", "2", "1.7976931348623157E308", "2", "1"),
+        (dates[2], "2", "3", "1", "2", "0.5", "2", "1"),
+    ]
+    fields = [b"7", str(len(rows)).encode(), *(v.encode() for row in rows for v in row)]
+
+    class Collect(EWrapper):
+        def __init__(self):
+            super().__init__()
+            self.items = []
+
+        def historicalData(self, reqId, bar):
+            self.items.append(bar)
+
+        def historical_bars(self, req_id, bars):
+            self.items.extend(bars)
+
+    theirs, ours = Collect(), Collect()
+    Decoder(theirs, 200).processHistoricalDataMsg(iter(fields))
+    _historical_data_msg(Decoder(ours, 200), iter(fields))
+    assert len(ours.items) == 1 and isinstance(ours.items[0], BarBlock)  # no object per bar
+    expected = [_row(bar, daily, weekly) for bar in theirs.items]
+    got = _Bars.of(ours.items, daily, weekly)
+    assert got.ts.tolist() == [r[0] for r in expected]
+    np.testing.assert_array_equal(got.values, np.array([r[1:] for r in expected], dtype=np.float64))

@@ -197,3 +197,37 @@ def test_plan_says_the_requests_and_the_least_time_without_connecting():
         "IB's pacing"
     )
     assert source.limiter.sent == 0 and source._conn is None
+
+
+def test_a_free_slot_goes_to_a_request_that_may_be_sent_when_the_first_waiter_may_not():
+    # One slot. B waits for it with a request IB's 15 s identical-request rule holds back;
+    # C waits behind B with one that may go. Freeing the slot wakes one waiter: B must hand
+    # it on, or C would sit until its deadline with the slot free.
+    import threading
+    import time
+
+    limiter = PacingLimiter(scale=1.0, max_open=1)
+    limiter.acquire("x", "K", 5, 1, time.monotonic() + 5)
+    limiter.release()  # "x" was just sent: the same request waits 15 s
+    limiter.acquire("hold", "K2", 60, 1, time.monotonic() + 5)
+    outcome = {}
+
+    def ask(name, ident, key, step, wait_s):
+        try:
+            limiter.acquire(ident, key, step, 1, time.monotonic() + wait_s)
+            outcome[name] = ("sent", time.monotonic())
+        except SourceError as e:
+            outcome[name] = (e.status, time.monotonic())
+
+    b = threading.Thread(target=ask, args=("B", "x", "K", 5, 5.0))
+    b.start()
+    time.sleep(0.2)  # B is first in line
+    c = threading.Thread(target=ask, args=("C", "y", "K3", 60, 5.0))
+    c.start()
+    time.sleep(0.2)
+    freed = time.monotonic()
+    limiter.release()
+    b.join(6)
+    c.join(6)
+    assert outcome["B"][0] == "pacing"  # 15 s would pass its deadline: told at once
+    assert outcome["C"][0] == "sent" and outcome["C"][1] - freed < 2.0

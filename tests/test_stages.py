@@ -190,3 +190,57 @@ connect_timeout = "0.5s"
     # Scripts (stderr not a terminal) get the report alone.
     out = CliRunner().invoke(main, ["fetch", "--json", str(cfg)])
     assert "plan:" not in out.output
+
+
+class Gate(BarSource):
+    """S000 answers at once; the others wait until its bars are finished (or 5 s)."""
+
+    max_parallel = 4
+    first_done = threading.Event()
+    waited_out = False
+
+    def fetch(self, request, span):
+        name = str(request.bar_type)
+        if name.startswith("S000"):
+            return _answer(span)
+        if name.startswith("S003"):
+            raise SourceError("not here", status="empty")
+        if not Gate.first_done.wait(5):
+            Gate.waited_out = True
+        return _answer(span)
+
+
+class GatePlugin:
+    @hookimpl
+    def register_sources(self, register):
+        register("gate", Gate)
+        register("slow", Slow)
+
+
+def test_a_complete_request_is_finished_while_other_calls_still_wait():
+    registry = build_registry(entry_points=False, extra=[("gate", GatePlugin())])
+    Gate.first_done.clear()
+    Gate.waited_out = False
+    cfg = config_from_dict({"backfill": {"requests": [{"bar_type": b, "bars": 10, "end": END} for b in _types(4)],
+                                         "sources": [{"name": "g", "plugin": "gate"},
+                                                     {"name": "s", "plugin": "slow"}]}}, registry=registry)
+    done = []
+
+    def on_done(report):
+        done.append(report.bar_type)
+        if report.bar_type.startswith("S000"):
+            Gate.first_done.set()
+
+    result = Backfill(cfg, registry=registry).fetch(on_request_done=on_done)
+    assert not Gate.waited_out  # S000's bars were built before S001..S002 had their answers
+    assert done[0].startswith("S000") and sorted(done) == sorted(_types(4))
+    reports = {r.bar_type: r for r in result.report.requests}
+    for name in _types(4):
+        r = reports[name]
+        assert r.status == "ok" and r.injected == 10 and r.accounted()
+        first, fallback = r.sources
+        if name.startswith("S003"):  # the gate had nothing: the fallback filled it
+            assert first.status == "empty" and fallback.status == "ok" and fallback.used == 10
+        else:
+            assert first.status == "ok" and first.used == 10 and fallback.status == "not_needed"
+    assert len(result.bars) == 4 and all(len(bars) == 10 for bars in result.bars.values())

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 from ibapi.client import EClient
 from ibapi.common import UNSET_DECIMAL, BarData
 from ibapi.contract import Contract, ContractDetails
@@ -53,6 +54,20 @@ logging.getLogger("ibapi").addHandler(logging.NullHandler())
 UNSET_VOLUMES = frozenset(
     {b"", b"2147483647", b"9223372036854775807", b"1.7976931348623157E308", b"-9223372036854775808"}
 )
+_UNSET_FLOATS = np.array([float(v) for v in UNSET_VOLUMES if v])
+_UNSET_VOLUME = float(UNSET_DECIMAL)
+
+
+class BarBlock(NamedTuple):
+    """
+    A whole historical answer read column-wise (see `_fast_bars`).
+
+    ``table`` is float64, one row per bar: IB's date field (epoch seconds, or ``yyyymmdd``
+    for daily bars), open, high, low, close and volume, with the values ``BarData`` would
+    hold (an unset volume is ``float(UNSET_DECIMAL)``).
+    """
+
+    table: np.ndarray
 
 
 class FastBar(NamedTuple):
@@ -245,6 +260,11 @@ class IBConnection(EWrapper, EClient):
         if self.conn is not None:
             self.conn.disconnect()
         self.setConnState(EClient.DISCONNECTED)
+        if loop is not None and loop.is_alive():
+            # Message id 0, which ibapi skips: the loop sees the closed state now instead of
+            # after its 0.2 s queue timeout.
+            wake = b"\0\0\0\0" if (self.serverVersion() or 0) >= MIN_SERVER_VER_PROTOBUF else b"0\0"
+            self.msg_queue.put(wake)
         for thread in (loop, reader):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(2.0)
@@ -351,8 +371,8 @@ class IBConnection(EWrapper, EClient):
     def historicalData(self, reqId: int, bar: BarData) -> None:
         self._add(reqId, bar)
 
-    def historical_bars(self, req_id: int, bars: list[FastBar]) -> None:
-        """Take a whole historical answer at once (see `_fast_bars`)."""
+    def historical_bars(self, req_id: int, bars: list[Any]) -> None:
+        """Take a whole historical answer at once: a `BarBlock` or `FastBar` s (`_fast_bars`)."""
         with self._lock:
             pending = self._pending.get(req_id)
         if pending is not None:
@@ -428,6 +448,16 @@ def _historical_data_msg(decoder: Any, fields: Any) -> None:
     if count < 0 or len(values) < 8 * count:
         raise BadMessage("no more fields")
     end = 8 * count
+    try:
+        # Every field of an ordinary answer is a number: one pass, no object per bar.
+        numbers = np.array(list(map(float, values[:end])), dtype=np.float64)
+    except ValueError:  # an empty field, a date with a time: field by field below
+        pass
+    else:
+        table = numbers.reshape(count, 8)[:, :6].copy()
+        table[np.isin(table[:, 5], _UNSET_FLOATS), 5] = _UNSET_VOLUME
+        decoder.wrapper.historical_bars(req_id, [BarBlock(table)])
+        return
 
     def price(raw: bytes) -> float:
         return float("inf") if raw == b"Infinity" else float(raw or 0)

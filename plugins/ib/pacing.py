@@ -169,7 +169,10 @@ class PacingLimiter:
     ) -> None:
         self.scale = scale
         self._clock = clock
-        self._lock = threading.Condition()
+        mutex = threading.Lock()
+        self._lock = threading.Condition(mutex)  # waits for IB's time rules
+        # Waits for an open slot: one waiter is woken per answer, not every waiting request.
+        self._slot_free = threading.Condition(mutex)
         self._sent: deque[tuple[float, Hashable, Hashable, int]] = deque()
         self._open = 0
         self.max_open = min(max_open, OPEN_MAX)
@@ -242,7 +245,7 @@ class PacingLimiter:
                             f"IB: {self.max_open} requests still open at the deadline",
                             status="timeout",
                         )
-                    self._lock.wait(min(0.05, max(0.0, deadline - self._clock())))
+                    self._slot_free.wait(max(0.0, deadline - self._clock()))
                     continue
                 if step_s <= SMALL_BAR_S:
                     wait, now = self._small_bar_wait(ident, key, cost)
@@ -253,6 +256,8 @@ class PacingLimiter:
                     self.sent += 1
                     self.most_open = max(self.most_open, self._open)
                     return
+                # The free slot this request leaves for now may serve another one.
+                self._slot_free.notify()
                 if now + wait > deadline:
                     raise SourceError(
                         f"IB pacing: the next request may go out in {wait:.1f}s, after the "
@@ -293,4 +298,4 @@ class PacingLimiter:
         """Count a request as answered."""
         with self._lock:
             self._open -= 1
-            self._lock.notify_all()
+            self._slot_free.notify()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,9 +80,10 @@ class IBBarSource(BarSource):
 
     config_type: ClassVar[type] = IBSourceConfig
     remote: ClassVar[bool] = True
-    # Spans the host may fetch at once: IB's 50 open historical requests. The limiter, shared
-    # by every span, holds each request to ``max_in_flight`` and to the pacing rules.
-    max_parallel: ClassVar[int] = 50
+    # Spans the host may fetch at once: twice IB's 50 open historical requests, so that as each
+    # answer frees a slot a request with its contract resolved is waiting to go. The limiter,
+    # shared by every span, holds them to ``max_in_flight`` open and to the pacing rules.
+    max_parallel: ClassVar[int] = 100
 
     def __init__(self, config: IBSourceConfig, context: SourceContext) -> None:
         super().__init__(config, context)
@@ -300,7 +304,8 @@ class IBBarSource(BarSource):
         if too_old:
             raise SourceError(f"{request.bar_type}: {too_old}", status="config")
         conn = self._connection(deadline)
-        contract, instrument, magnifier = self._resolve(conn, request, deadline)
+        known = getattr(span, "instrument", None)
+        contract, instrument, magnifier = self._resolve(conn, request, deadline, known)
         what = self._what_to_show(request, contract)
         download = _Download(self, conn, contract, bar_size, what, step_s, deadline)
         download.progress = span.progress
@@ -319,7 +324,7 @@ class IBBarSource(BarSource):
                 download.run(first)
                 for chunk in extra:
                     got = download.rows(handed=True)
-                    if self._count_in_span(got, span, step_s) >= (span.limit or 1):
+                    if _count_in_span(got, span, step_s) >= (span.limit or 1):
                         break
                     download.run([chunk])
         except SourceError as e:
@@ -332,8 +337,14 @@ class IBBarSource(BarSource):
                     status="pacing",
                 )
         rows = download.rows()
+        nothing = not len(rows) and not len(download.rows(handed=True))
+        stored = known is not None and _from_instrument(request, known) is not None
+        if failure is not None and failure.status == "no_contract" and nothing and stored:
+            # A stored contract IB no longer knows (its conId changed): looked up afresh, once.
+            self._forget(request)
+            return self.fetch(request, dataclasses.replace(span, instrument=None))
         notes = [*self._new_notices(conn), *self._history_notes()]
-        if failure is not None and not rows and not download.rows(handed=True):
+        if failure is not None and nothing:
             raise failure
         # Every row IB sent goes back, repeats and bars outside the span included: the host
         # counts each one as used or dropped under a named reason.
@@ -351,11 +362,11 @@ class IBBarSource(BarSource):
 
     def _handover(
         self, partial: Callable[..., None], instrument: Any, magnifier: int, carried: list[bool]
-    ) -> Callable[[list[tuple], Chunk], None]:
+    ) -> Callable[[_Bars, Chunk], None]:
         # Each whole chunk goes to the host as it is collected (`Span.partial`), as its own
         # answer for the chunk's window; the final answer then holds only the rest. The
         # instrument travels once: with the first piece, else with the final answer.
-        def handover(rows: list[tuple], chunk: Chunk) -> None:
+        def handover(rows: _Bars, chunk: Chunk) -> None:
             result = SourceResult(
                 self._table(rows, magnifier),
                 timestamp_is="open",
@@ -471,12 +482,6 @@ class IBBarSource(BarSource):
             self._notices_seen = len(conn.notices)
         return [f"{self.config.name}: IB message {n.code}: {n.text}" for n in fresh]
 
-    @staticmethod
-    def _count_in_span(rows: list[tuple], span: Span, step_s: int) -> int:
-        end = span.end // NS
-        now = time.time()
-        return len({r[0] for r in rows if r[0] + step_s <= end and r[0] + step_s <= now})
-
     def _on_error(self, e: Any, contract: Any, step_s: int, deadline: float) -> Any:
         from nautilus_backfill.plugins.ib.connection import CONNECTION_CODES
 
@@ -503,8 +508,18 @@ class IBBarSource(BarSource):
 
     # -- contracts -----------------------------------------------------------------------------
 
-    def _resolve(self, conn: Any, request: BarRequest, deadline: float) -> tuple[Any, Any, int]:
-        key = (request.bar_type.instrument_id, tuple(sorted((request.contract or {}).items())))
+    @staticmethod
+    def _key(request: BarRequest) -> tuple:
+        return request.bar_type.instrument_id, tuple(sorted((request.contract or {}).items()))
+
+    def _forget(self, request: BarRequest) -> None:
+        with self._lock:
+            self._resolved.pop(self._key(request), None)
+
+    def _resolve(
+        self, conn: Any, request: BarRequest, deadline: float, known: Any = None
+    ) -> tuple[Any, Any, int]:
+        key = self._key(request)
         with self._lock:
             future = self._resolved.get(key)
             owner = future is None
@@ -512,7 +527,8 @@ class IBBarSource(BarSource):
                 future = self._resolved[key] = Future()
         if owner:
             try:
-                future.set_result(self._lookup(conn, request, deadline))
+                found = _from_instrument(request, known)
+                future.set_result(found or self._lookup(conn, request, deadline))
             except BaseException as e:
                 future.set_exception(e)
                 if not (isinstance(e, SourceError) and e.status in ("no_contract", "config")):
@@ -602,32 +618,34 @@ class IBBarSource(BarSource):
         return WHAT_TO_SHOW[price_type]
 
     @staticmethod
-    def _table(rows: list[tuple], magnifier: int) -> pa.Table:
-        ts = np.fromiter((r[0] for r in rows), np.int64, len(rows)) * NS
-        values = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), 5)
+    def _table(rows: _Bars, magnifier: int) -> pa.Table:
+        values = rows.values
         if magnifier > 1:  # as the adapter's ib_price_to_nautilus_price divides
+            values = values.copy()
             values[:, :4] /= magnifier
-        arrays = [pa.array(ts), *(pa.array(values[:, i]) for i in range(5))]
+        arrays = [pa.array(rows.ts * NS), *(pa.array(values[:, i]) for i in range(5))]
         return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
 
-    def _repeat_notes(self, rows: list[tuple]) -> list[str]:
+    def _repeat_notes(self, rows: _Bars) -> list[str]:
         # Repeats stay in the table, so the host counts them as `duplicate` and keeps the first
         # of each; the report says whether a repeat said something else.
-        seen: dict[int, tuple] = {}
+        order = np.argsort(rows.ts, kind="stable")  # arrival order within one time
+        ts = rows.ts[order]
+        repeat = np.flatnonzero(ts[1:] == ts[:-1]) + 1
         same = other = 0
         example = ""
-        for row in rows:
-            first = seen.setdefault(row[0], row)
-            if first is row:
-                continue
-            if first == row:
-                same += 1
-                continue
-            other += 1
-            if not example:
+        if len(repeat):
+            group = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+            first = order[group[np.searchsorted(group, repeat, side="right") - 1]]
+            at = order[repeat]
+            differs = np.any(rows.values[at] != rows.values[first], axis=1)
+            other = int(differs.sum())
+            same = len(repeat) - other
+            if other:
+                k = int(np.argmin(np.where(differs, at, len(rows))))  # the first to arrive
                 example = (
-                    f"first at {format_ns(row[0] * NS)}: OHLCV {list(first[1:])} then "
-                    f"{list(row[1:])}"
+                    f"first at {format_ns(int(rows.ts[at[k]]) * NS)}: OHLCV "
+                    f"{rows.values[first[k]].tolist()} then {rows.values[at[k]].tolist()}"
                 )
         name = self.config.name
         notes = []
@@ -662,9 +680,9 @@ class _Download:
         self.source, self.conn, self.contract = source, conn, contract
         self.bar_size, self.what, self.step_s, self.deadline = bar_size, what, step_s, deadline
         self.daily, self.weekly = step_s >= DAY, step_s == 7 * DAY
-        self._rows: list[list[tuple]] = []
+        self._rows: list[_Bars] = []
         self.progress: Callable[..., None] | None = None
-        self.handover: Callable[[list[tuple], Chunk], None] | None = None
+        self.handover: Callable[[_Bars, Chunk], None] | None = None
         self._handed: set[int] = set()
         self._batches = 0
         self.asked = 0
@@ -673,7 +691,7 @@ class _Download:
         self.late = 0  # requests the deadline cut
         self.started = time.monotonic()
 
-    def rows(self, handed: bool = False) -> list[tuple]:
+    def rows(self, handed: bool = False) -> _Bars:
         """
         Return the rows received so far, newest chunk first, each in arrival order.
 
@@ -683,12 +701,9 @@ class _Download:
             Include the chunks already handed over to the host (`handover`).
 
         """
-        return [
-            r
-            for slot, chunk in enumerate(self._rows)
-            if handed or slot not in self._handed
-            for r in chunk
-        ]
+        return _Bars.join(
+            [bars for slot, bars in enumerate(self._rows) if handed or slot not in self._handed]
+        )
 
     def _hand_over(self, slot: int, chunk: Chunk) -> None:
         # A whole chunk to the host now (merged and written through before the call ends),
@@ -726,6 +741,22 @@ class _Download:
         # Requests go out as the limiter lets them, from a thread of their own, while the
         # answers are collected (and handed over) as they come: under IB's pacing a long
         # download sends for hours, and what arrived must not wait for the last request.
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        second = next(chunks, None) if first is not None else None
+        if first is None:
+            return [], None
+        if second is None:
+            # One request (a portfolio's usual span): sent from this thread, as a thread of
+            # its own per span would only compete with the answers for the interpreter.
+            try:
+                one = self._send(first)
+            except SourceError as e:
+                return [], e
+            except Exception as e:
+                return [], SourceError(f"sending to IB: {type(e).__name__}: {e}")
+            return self._collect([first], [one])
+        chunks = itertools.chain([first, second], chunks)
         sent: list[tuple[Chunk, tuple[int, int, Future, _Release]]] = []
         cond = threading.Condition()
         stop = threading.Event()
@@ -804,7 +835,7 @@ class _Download:
         future.add_done_callback(lambda _: release())
         self.asked += 1
         self.source.requests_sent += 1
-        self._rows.append([])
+        self._rows.append(_NO_BARS)
         return len(self._rows) - 1, req_id, future, release
 
     def _progress(self, rows: int) -> None:
@@ -849,10 +880,10 @@ class _Download:
                     failure = outcome
             else:
                 self.answered += 1
-            self._rows[slot] = [_row(b, self.daily, self.weekly) for b in bars]
+            self._rows[slot] = _Bars.of(bars, self.daily, self.weekly)
             # Here, not in the future's callback: that runs on ibapi's message loop, which must
             # not wait for a progress display.
-            self._progress(len(bars))
+            self._progress(len(self._rows[slot]))
             # A lone first request returns with the answer a moment later: nothing to gain.
             several = self.asked > 1 or self._batches > 1 or self.expected > 1
             if complete and self.handover is not None and several:
@@ -887,15 +918,110 @@ class _Release:
         self._limiter.release()
 
 
-def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
-    ts = _utc_midnight(bar.date[:8]) if daily else int(bar.date)
+@dataclass(frozen=True, slots=True)
+class _Bars:
+    """Bars as IB sent them, column-wise: open times (epoch s) and OHLCV, in arrival order."""
+
+    ts: np.ndarray  # int64
+    values: np.ndarray  # float64, (n, 5)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @staticmethod
+    def join(parts: list[_Bars]) -> _Bars:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return _NO_BARS
+        return _Bars(
+            np.concatenate([p.ts for p in parts]), np.concatenate([p.values for p in parts])
+        )
+
+    @staticmethod
+    def of(items: list[Any], daily: bool, weekly: bool) -> _Bars:
+        """Read what the connection collected: `BarBlock` s, ``BarData`` or `FastBar` s."""
+        from nautilus_backfill.plugins.ib.connection import BarBlock
+
+        parts: list[_Bars] = []
+        loose: list[Any] = []
+        for item in [*items, None]:
+            if isinstance(item, BarBlock) or item is None:
+                if loose:
+                    rows = [_row(b, daily, weekly) for b in loose]
+                    ts = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                    values = np.array([r[1:] for r in rows], np.float64).reshape(len(rows), 5)
+                    parts.append(_Bars(ts, values))
+                    loose = []
+                if item is not None:
+                    parts.append(_Bars._of_block(item.table, daily, weekly))
+            else:
+                loose.append(item)
+        return _Bars.join(parts)
+
+    @staticmethod
+    def _of_block(table: np.ndarray, daily: bool, weekly: bool) -> _Bars:
+        dates, values = table[:, 0], table[:, 1:6].copy()
+        if daily:
+            ts = np.array(
+                [_row_ts(f"{int(d):08d}" if np.isfinite(d) else "", daily, weekly) for d in dates],
+                np.int64,
+            )
+        elif np.all(np.isfinite(dates)) and np.all(dates == np.floor(dates)):
+            ts = dates.astype(np.int64)
+        else:
+            raise SourceError(
+                "IB sent a bar time that is not a whole number of epoch seconds",
+                status="bad_message",
+            )
+        values[values[:, 4] == -1, 4] = 0.0  # IB's -1 volume of quote bars, as _row has it
+        return _Bars(ts, values)
+
+
+_NO_BARS = _Bars(np.empty(0, np.int64), np.empty((0, 5), np.float64))
+
+
+def _count_in_span(rows: _Bars, span: Span, step_s: int) -> int:
+    closes = rows.ts + step_s
+    keep = (closes <= span.end // NS) & (closes <= time.time())
+    return len(np.unique(rows.ts[keep]))
+
+
+def _row_ts(date: str, daily: bool, weekly: bool) -> int:
+    ts = _utc_midnight(date[:8]) if daily else int(date)
     if weekly:
         # IB dates a weekly bar by its last day; it opens on that week's Monday, as the
         # adapter's `_ib_bar_to_ts_event` has it.
         ts -= time.gmtime(ts).tm_wday * 86_400
+    return ts
+
+
+def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
+    ts = _row_ts(bar.date, daily, weekly)
     volume = float(bar.volume)
     # IB sends -1 for the volume of quote bars; the adapter makes it 0.
     return ts, bar.open, bar.high, bar.low, bar.close, 0.0 if volume == -1 else volume
+
+
+def _from_instrument(request: BarRequest, instrument: Any) -> tuple[Any, Any, int] | None:
+    # An instrument the IB adapter made (cached, or stored by an earlier run) carries the IB
+    # contract in its `info`, as the adapter's data client reads it back: no lookup needed.
+    if instrument is None or request.contract or instrument.id != request.bar_type.instrument_id:
+        return None
+    info = getattr(instrument, "info", None)
+    if not isinstance(info, dict):
+        return None
+    contract = info.get("contract")
+    if not isinstance(contract, dict) or not contract.get("conId"):
+        return None
+    from nautilus_trader.adapters.interactive_brokers.common import IBContract
+
+    try:
+        ib_contract = IBContract(**contract)
+        magnifier = int(info.get("priceMagnifier") or 1)
+    except Exception:  # another adapter version's fields: look it up instead
+        return None
+    return ib_contract, instrument, max(1, magnifier)
 
 
 def _last_close(now_s: float, step_s: int) -> int:
