@@ -353,7 +353,12 @@ class Backfill:
         report = BackfillReport(reports, time.monotonic() - started, self.config.on_insufficient)
         bars = {bt: b for _, (bt, b) in sorted(results.items()) if b}
         bars.update({bt: b for _, (bt, b) in sorted(composite.items()) if b})
-        instruments = [i for w in work for i in w.instruments]
+        # One per id, the newest: a fresh lookup supersedes an instrument stored earlier.
+        newest: dict[str, Any] = {}
+        for i in (i for w in work for i in w.instruments):
+            if str(i.id) not in newest or i.ts_init > newest[str(i.id)].ts_init:
+                newest[str(i.id)] = i
+        instruments = list(newest.values())
         return FetchResult(bars, report, instruments)
 
     def inject(self, target: Any) -> BackfillReport:
@@ -608,10 +613,10 @@ class Backfill:
         piece = Span(int(interval[0]), int(interval[1]))
         w.instruments.extend(answer.result.instruments)
         attempt.notes.extend(answer.result.notes)
-        self._accept(w, src_cfg, index, piece, answer.result)
+        unsure = self._accept(w, src_cfg, index, piece, answer.result)
         if store is None or not self._writes_back(src_cfg, source):
             return
-        answered = answered_for(piece, answer.result, w.req.step_ns)
+        answered = answered_for(piece, answer.result, w.req.step_ns) - unsure
         w.layered.answered |= answered
         bars, origin = w.layered.bars, w.layered.origin
         mine = (bars.ts_open >= piece.start) & (bars.ts_open + w.req.step_ns <= piece.end)
@@ -704,7 +709,7 @@ class Backfill:
         attempt.notes.extend(result.notes)
         if isinstance(source, StoreSource) and self._coarser(w, result, attempt):
             return
-        self._accept(w, src_cfg, index, span, result)
+        unsure = self._accept(w, src_cfg, index, span, result)
         if result.failure is not None:
             fail(result.failure.status, str(result.failure))
             return
@@ -715,7 +720,7 @@ class Backfill:
             and w.report.error is None
             and self._writes_back(src_cfg, source)
         ):
-            w.layered.answered |= answered_for(span, result, w.req.step_ns)
+            w.layered.answered |= answered_for(span, result, w.req.step_ns) - unsure
 
     def _writes_back(self, cfg: SourceConfig, source: BarSource) -> bool:
         return cfg.write_back if cfg.write_back is not None else type(source).remote
@@ -727,7 +732,9 @@ class Backfill:
         index: int,
         span: Span,
         result: SourceResult,
-    ) -> None:
+    ) -> P.Interval:
+        # Returns the bar intervals the answer left open (bars it gave twice with different
+        # values): not answered, so the next source is asked for them.
         req, cfg, precision, layered, report = w.req, w.cfg, w.precision, w.layered, w.report
         attempt = report.sources[index]
         rows = result.table.num_rows
@@ -737,7 +744,7 @@ class Backfill:
         if precision.size is None:
             precision.size = result.size_precision
         if not rows:
-            return
+            return P.empty()
         if precision.price is None or precision.size is None:
             report.dropped["no_precision"] += rows
             missing = "price_precision" if precision.price is None else "size_precision"
@@ -745,7 +752,7 @@ class Backfill:
                 f"no {missing} for {req.bar_type}: set backfill.requests[{req.index}].{missing} "
                 "or add the instrument to the cache"
             )
-            return
+            return P.empty()
         assert precision.price is not None and precision.size is not None
 
         def checks(table: Any) -> list[dict[str, Any]]:
@@ -772,13 +779,18 @@ class Backfill:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(checked.dropped.items()))
             attempt.error = f"strict source rejected: {reasons}"
             report.dropped["source_rejected"] += len(checked.bars)
-            return
+            return P.empty()
         if checked.rounded:
             w.rounded_at.setdefault(index, []).append(checked.rounded_at)
         # The store's bars may have holes only its record of answered intervals can tell.
         cover = not (self.config.store is not None and index == 0)
         report.dropped.update(layered.add(checked.bars, index, req.step_ns, span, cover))
         report.dropped = +report.dropped
+        unsure = P.empty()
+        for t in checked.ambiguous_at.tolist():
+            unsure |= P.closedopen(t, t + req.step_ns)
+        layered.coverage -= unsure
+        return unsure
 
     def _write_through(
         self,

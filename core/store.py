@@ -839,7 +839,11 @@ class BarStore:
 
     def write_instruments(self, instruments: list[Any]) -> int:
         """
-        Store instruments not stored yet, in the catalog's own layout.
+        Store instruments, in the catalog's own layout: each replaces an older stored one.
+
+        A source that looked an instrument up again (its stored contract was refused, or had
+        grown old) thus leaves the fresh one for the next run; an instrument the source was
+        given from this store (the same ``ts_init``) is not written again.
 
         Returns
         -------
@@ -853,11 +857,15 @@ class BarStore:
             folder = catalog._make_path(type(instrument), str(instrument.id))
             self.fs.makedirs(folder, exist_ok=True)
             with self._lock(folder):
-                if self.fs.glob(f"{folder}/*.parquet"):
-                    continue
+                old = self.fs.glob(f"{folder}/*.parquet")
+                stamps = [_NAME.match(_basename(f)) for f in old]
+                if any(m is None or _parse_stamp(m[2]) >= instrument.ts_init for m in stamps):
+                    continue  # as new or newer already stored (or a file not named by us)
                 table = catalog._objects_to_table([instrument], type(instrument))
                 name = _file_name(instrument.ts_init, instrument.ts_init)
                 self._put_table(f"{folder}/{name}", table)
+                for f in old:
+                    self.fs.rm(f)
                 written += 1
         return written
 

@@ -26,6 +26,7 @@ REASONS = (
     "misaligned",
     "incomplete",
     "outside_window",
+    "ambiguous",
     "duplicate",
 )
 MAX_EXAMPLES = 5
@@ -49,6 +50,9 @@ class Validated:
         Up to a few ``reason: file:row`` lines per reason, for the report.
     rounded_at : np.ndarray
         The open times of the rounded valid bars, so a report can count those injected.
+    ambiguous_at : np.ndarray
+        The open times of bars the answer gave more than once with different values: none of
+        those rows is used, and the time is left for the next source.
 
     """
 
@@ -57,6 +61,7 @@ class Validated:
     rounded: int = 0
     examples: list[str] = field(default_factory=list)
     rounded_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    ambiguous_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def invalid(self) -> int:
@@ -297,16 +302,31 @@ def validate(
 
     bars = BarArrays(ts, ro, rh, rl, rc, rv)
     valid = reason == 0
+    ambiguous_at = ts[:0]
     if valid.all() and (n < 2 or bool((ts[1:] > ts[:-1]).all())):
         n_rounded = int(changed.sum())  # all valid and already in order: nothing to select
         rounded_at = ts[changed] if n_rounded else ts[:0]
     else:
-        # Sort valid rows by open time (stable, so file order breaks ties); keep the first.
+        # Sort valid rows by open time (stable, so file order breaks ties).
         ok = np.flatnonzero(valid)
         ok = ok[np.argsort(ts[ok], kind="stable")]
         if len(ok) > 1:
+            sorted_ts = ts[ok]
             repeat = np.zeros(len(ok), dtype=bool)
-            repeat[1:] = ts[ok][1:] == ts[ok][:-1]
+            repeat[1:] = sorted_ts[1:] == sorted_ts[:-1]
+            # A bar given twice with the same values is a duplicate: the first row is kept.
+            # Given with other values, which is right is unknown: no row of it is used.
+            first = ok[np.maximum.accumulate(np.where(repeat, 0, np.arange(len(ok))))]
+            differs = repeat & np.any([x[ok] != x[first] for x in rounded], axis=0)
+            if differs.any():
+                ambiguous_at = np.unique(sorted_ts[differs])
+                torn = np.isin(sorted_ts, ambiguous_at)
+                mask = np.zeros(n, dtype=bool)
+                mask[ok[torn]] = True
+                flag("ambiguous", mask)
+                repeat &= ~torn
+                ok = ok[~torn]
+                repeat = repeat[~torn]
             dup = np.zeros(n, dtype=bool)
             dup[ok[repeat]] = True
             flag("duplicate", dup)
@@ -324,4 +344,4 @@ def validate(
             first = np.flatnonzero(reason == code)[:MAX_EXAMPLES]
             why = _explain(name, request)
             examples.extend(f"{name}: {w}{why}" for w in _where(table, first))
-    return Validated(bars, dropped, n_rounded, examples, rounded_at)
+    return Validated(bars, dropped, n_rounded, examples, rounded_at, ambiguous_at)

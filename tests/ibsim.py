@@ -123,6 +123,7 @@ class Scenario:
     fail_with: str = ""  # ... "stall" (never answer), "pacing" (162) or "close" (the socket)
     close_on_contract: bool = False  # close the socket on the first contract lookup
     bad_frame: bool = False  # a historical answer with a price the client cannot parse
+    bad_date: bool = False  # the first bar of each answer dated half a second off (1709510400.5)
     now: float | None = None  # the simulator's clock, epoch seconds (default: real time)
 
 
@@ -537,7 +538,7 @@ class IBSimulator:
             if (
                 plain is not None
                 and plain[0] == end
-                and not (sc.partial_then_error or sc.repeat or sc.bad_frame)
+                and not (sc.partial_then_error or sc.repeat or sc.bad_frame or sc.bad_date)
             ):
                 _, count, body = plain
                 if count:
@@ -553,6 +554,8 @@ class IBSimulator:
                 rows = _with_repeats(rows, sc.repeat == "conflicting")
             if sc.bad_frame and rows:
                 rows[0] = (rows[0][0], "1.2.3", *rows[0][2:])
+            if sc.bad_date and rows:
+                rows[0] = (f"{rows[0][0]}.5", *rows[0][1:])
             if rows:
                 with self._lock:
                     self.bars_sent += len(rows)

@@ -222,12 +222,13 @@ def test_fifo_and_folder_are_refused_up_front(tmp_path, run):
 
 
 def test_rounded_counts_only_the_bars_returned():
-    # 3 rows need rounding; 2 of them are dropped (one misaligned, one a duplicate).
+    # 3 rows need rounding; 2 of them are dropped (one misaligned, one a duplicate: the same
+    # bar as the row before once rounded).
     bar_type = BarType.from_str("EUR/USD.SIM-1-MINUTE-MID-EXTERNAL")
     minute = 60 * 10**9
     t0 = 1_609_750_800 * 10**9
     ts = [t0, t0 + minute // 2, t0 + minute, t0 + minute]
-    v = [1.123456, 1.123456, 1.1, 1.123456]
+    v = [1.123456, 1.123456, 1.12346, 1.123456]
     table = pa.table(
         {"ts": ts, "open": v, "high": [2.0] * 4, "low": [1.0] * 4, "close": v, "volume": [1.0] * 4}
     )
@@ -236,6 +237,13 @@ def test_rounded_counts_only_the_bars_returned():
     assert len(checked.bars) == 2
     assert checked.dropped == Counter({"misaligned": 1, "duplicate": 1})
     assert checked.rounded == 1
+    # The same minute with another value once rounded: neither row is used.
+    table = table.set_column(1, "open", pa.array([1.123456, 1.123456, 1.1, 1.123456]))
+    table = table.set_column(4, "close", pa.array([1.123456, 1.123456, 1.1, 1.123456]))
+    checked = validate(SourceResult(table), req, Span(t0, t0 + 10 * minute), 5, 0)
+    assert len(checked.bars) == 1 and checked.rounded == 1
+    assert checked.dropped == Counter({"misaligned": 1, "ambiguous": 2})
+    assert checked.ambiguous_at.tolist() == [t0 + minute]
 
 
 def test_a_headerless_file_with_a_separate_time_field_is_refused_with_the_columns_to_set(tmp_path, run):

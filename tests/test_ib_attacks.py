@@ -42,24 +42,62 @@ def _five_second(symbol="AAPL", hours=5):
     }
 
 
-@pytest.mark.parametrize("kind", ["identical", "conflicting"])
-def test_a_gateway_repeating_bars_has_every_repeat_counted_and_the_first_kept(
-    registry, simulator, kind
-):
-    sim = simulator(repeat=kind)
+def test_bars_a_gateway_repeats_with_the_same_values_are_counted_as_duplicates(registry, simulator):
+    sim = simulator(repeat="identical")
     result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [source_config(sim)])
     report = result.report.requests[0]
-    ib = report.sources[0]
     # 100 bars, every 10th sent twice: all 110 rows reach the report, 10 counted as duplicates.
     assert sim.bars_sent == 110
-    assert ib.received == 110 and report.dropped["duplicate"] == 10, report.to_dict()
-    assert report.injected == 100
-    if kind == "conflicting":
-        notes = [*report.examples, *getattr(ib, "notes", [])]
-        assert any("10 bars twice with other values" in e for e in notes), notes
-        # The first of each pair is the one kept: the recorded close, not the cent-higher repeat.
-        bars = result.bars[BarType.from_str(AAPL)]
-        assert str(bars[0].close) == "221.81", bars[0]  # 14:20 New York, as recorded
+    assert report.sources[0].received == 110 and report.dropped == {"duplicate": 10}, report.to_dict()
+    assert report.injected == 100 and report.status == "ok"
+    assert any("10 bars twice with the same values" in n for n in report.sources[0].notes)
+
+
+def test_bars_a_gateway_repeats_with_other_values_are_refused_and_asked_of_the_next_source(
+    registry, simulator
+):
+    torn = simulator(repeat="conflicting")  # every 10th bar again, its close a cent higher
+    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], [source_config(torn)])
+    report = result.report.requests[0]
+    ib = report.sources[0]
+    # Which of the two is right is unknown: neither row is used, and nothing fills the ten.
+    assert ib.received == 110 and report.dropped == {"ambiguous": 20}, report.to_dict()
+    assert ib.used == 90 and report.injected == 90 and report.status == "short"
+    assert any("10 bars twice with other values" in n and "ambiguous" in n for n in ib.notes)
+    assert any(e.startswith("ib: ambiguous: ") for e in report.examples), report.examples
+
+    good = simulator()
+    sources = [source_config(torn), source_config(good, name="backup", client_id=2)]
+    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 100, "end": END}], sources)
+    report = result.report.requests[0]
+    first, backup = report.sources
+    assert first.used == 90 and report.dropped["ambiguous"] == 20, report.to_dict()
+    # The backup is asked for the nine refused minutes inside the window, one request each,
+    # and, as the window then held 90 bars, for 10 before its first sure bar (of which the
+    # refused 14:20 is used, the older 9 are outside the 100 wanted).
+    assert sorted(r.duration for r in good.requests) == ["60 S"] * 9 + ["600 S"]
+    assert backup.used == 10 and report.dropped == {"ambiguous": 20, "outside_window": 9}
+    assert report.injected == 100 and report.status == "ok"
+    bars = result.bars[BarType.from_str(AAPL)]
+    assert str(bars[0].close) == "221.81", bars[0]  # 14:20 New York, as recorded
+
+
+def test_a_bar_with_an_unreadable_date_is_dropped_alone_and_the_download_goes_on(
+    registry, simulator
+):
+    # Every answer's first bar is dated "<epoch>.5": no bar opens there. Each such row is
+    # dropped as bad_timestamp; the rest of every answer, and every later request, is used.
+    sim = simulator(bad_date=True)
+    request = {"bar_type": "AAPL.NASDAQ-1-HOUR-LAST-EXTERNAL", "start": "2023-01-02T00:00:00Z",
+               "end": "2024-03-01T00:00:00Z"}
+    result, _ = _fetch(registry, [request], [source_config(sim, use_rth=False, timeout="20s")],
+                       deadline="30s")
+    report = result.report.requests[0]
+    ib = report.sources[0]
+    assert len(sim.requests) >= 2 and ib.status == "ok", report.to_dict()
+    assert report.dropped["bad_timestamp"] == len(sim.requests)
+    assert ib.received == sim.bars_sent and ib.used == sim.bars_sent - len(sim.requests)
+    assert report.injected == ib.used
 
 
 @pytest.mark.parametrize(

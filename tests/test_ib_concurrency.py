@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from ibsim import IBSimulator, Scenario
@@ -81,23 +82,47 @@ def test_max_in_flight_holds_the_open_requests(registry, sim):
     assert sim.max_open == 4
 
 
-def test_contracts_are_reused_from_the_stores_instruments_and_looked_up_again_when_ib_refuses_them(
+def test_contracts_are_reused_from_the_store_while_young_and_a_refused_or_old_one_is_replaced(
     registry, tmp_path
 ):
-    from nautilus_trader.cache.cache import Cache
+    from nautilus_backfill.store import BarStore
     from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
     store = str(tmp_path / "store")
     symbols = ["AAPL", "SQQQ", "SXYZ"]
 
-    def run(end, cache=None):
-        requests = [{"bar_type": f"{s}.NASDAQ-1-MINUTE-LAST-EXTERNAL", "bars": 60, "end": end} for s in symbols]
-        ib = {"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False, "timeout": "10s"}
+    def run(end, bar="1-MINUTE", **ib):
+        requests = [{"bar_type": f"{s}.NASDAQ-{bar}-LAST-EXTERNAL", "bars": 60, "end": end} for s in symbols]
+        ib = {"name": "ib", "plugin": "ib", "port": sim.port, "use_rth": False, "timeout": "10s", **ib}
         doc = {"backfill": {"deadline": "30s", "store": store, "requests": requests, "sources": [ib]}}
-        result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch(cache=cache)
+        result = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch()
         for r in result.report.requests:
             assert r.accounted() and r.status == "ok" and r.injected == 60, r.to_dict()
         return result
+
+    def stored_aapl():
+        (found,) = ParquetDataCatalog(store).instruments(instrument_ids=["AAPL.NASDAQ"])
+        return found
+
+    def restore_aapl(**change):
+        # Replace the stored AAPL as another run (or an older contract) would have left it.
+        data = type(stored_aapl()).to_dict(stored_aapl())
+        info = dict(data["info"], contract=dict(data["info"]["contract"]))
+        for key, value in change.items():
+            if key == "conId":
+                info["contract"]["conId"] = value
+            else:
+                data[key] = value
+        data["info"] = info
+        folder = f"{store}/data/equity/AAPL.NASDAQ"
+        for f in Path(folder).glob("*.parquet"):
+            f.unlink()
+        BarStore(store).write_instruments([_from_dict(data)])
+
+    def _from_dict(data):
+        from nautilus_trader.model.instruments import Equity
+
+        return Equity.from_dict(data)
 
     with IBSimulator(Scenario()) as sim:
         first = run("2024-03-04T18:00:00Z")
@@ -107,16 +132,30 @@ def test_contracts_are_reused_from_the_stores_instruments_and_looked_up_again_wh
         assert len(sim.contract_requests) == 3 and len(sim.requests) == 6
         assert {r.con_id for r in sim.requests[3:]} == {r.con_id for r in sim.requests[:3]} != {0}
         for bar_type, bars in later.bars.items():
-            stored = next(b for k, b in first.bars.items() if k == bar_type)
-            assert bars[0].ts_init > stored[0].ts_init and len(bars) == 60
+            assert bars[0].ts_init > first.bars[bar_type][0].ts_init and len(bars) == 60
+        good = stored_aapl()
 
-        # A contract IB no longer knows (its conId changed since it was stored): IB answers
-        # 200, the contract is looked up again once, and the bars come.
-        instrument = ParquetDataCatalog(store).instruments(instrument_ids=["AAPL.NASDAQ"])[0]
-        data = type(instrument).to_dict(instrument)
-        data["info"]["contract"]["conId"] = 1
-        cache = Cache()
-        cache.add_instrument(type(instrument).from_dict(data))
-        run("2024-03-04T20:00:00Z", cache=cache)
+        # A stored contract IB no longer knows (its conId changed since): IB answers 200, the
+        # contract is looked up again once, and the fresh instrument replaces the stored one.
+        restore_aapl(conId=1, ts_event=time.time_ns(), ts_init=time.time_ns())
+        result = run("2024-03-04T20:00:00Z")
         assert len(sim.contract_requests) == 4  # AAPL only
         assert [r.con_id for r in sim.requests[6:]].count(1) == 1
+        assert stored_aapl().info["contract"]["conId"] == good.info["contract"]["conId"]
+        (aapl,) = [i for i in result.instruments if str(i.id) == "AAPL.NASDAQ"]
+        assert aapl.info["contract"]["conId"] != 1  # the node gets the fresh one
+        run("2024-03-04T20:30:00Z")
+        assert len(sim.contract_requests) == 4  # repaired: no lookup, no refused request
+
+        # An instrument older than contract_max_age is looked up again, whatever it says
+        # (here a tick size that would round the new 5-minute bars to whole dollars).
+        old = time.time_ns() - 8 * 86_400 * 10**9
+        restore_aapl(price_precision=0, price_increment="1", ts_event=old, ts_init=old)
+        fresh = run("2024-03-04T20:00:00Z", bar="5-MINUTE")
+        assert len(sim.contract_requests) == 5
+        aapl_5m = fresh.bars[next(b for b in fresh.bars if str(b).startswith("AAPL"))]
+        assert aapl_5m[-1].close.precision == 2 and fresh.report.requests[0].rounded == 0
+        assert stored_aapl().price_precision == 2
+        # With contract_max_age = "off" every run asks IB.
+        run("2024-03-04T20:30:00Z", bar="5-MINUTE", contract_max_age="off")
+        assert len(sim.contract_requests) == 8

@@ -231,3 +231,57 @@ def test_a_free_slot_goes_to_a_request_that_may_be_sent_when_the_first_waiter_ma
     c.join(6)
     assert outcome["B"][0] == "pacing"  # 15 s would pass its deadline: told at once
     assert outcome["C"][0] == "sent" and outcome["C"][1] - freed < 2.0
+
+
+def test_a_waiter_that_fails_hands_the_free_slot_on(monkeypatch):
+    # B (5-second bars) is woken first but its pacing check fails with an error of its own;
+    # C (hourly bars, no pacing) must get the slot then, not at its deadline.
+    import threading
+    import time
+
+    limiter = PacingLimiter(scale=1.0, max_open=1)
+    limiter.acquire("hold", "K", 3600, 1, time.monotonic() + 5)
+
+    def broken(*args):
+        raise TypeError("a damaged pacing entry")
+
+    monkeypatch.setattr(limiter, "_small_bar_wait", broken)
+    outcome = {}
+
+    def ask(name, step):
+        try:
+            limiter.acquire(name, name, step, 1, time.monotonic() + 4)
+            outcome[name] = ("sent", time.monotonic())
+        except Exception as e:
+            outcome[name] = (type(e).__name__, time.monotonic())
+
+    b = threading.Thread(target=ask, args=("B", 5))
+    b.start()
+    time.sleep(0.2)
+    c = threading.Thread(target=ask, args=("C", 3600))
+    c.start()
+    time.sleep(0.2)
+    freed = time.monotonic()
+    limiter.release()
+    b.join(6)
+    c.join(6)
+    assert outcome["B"][0] == "TypeError"
+    assert outcome["C"][0] == "sent" and outcome["C"][1] - freed < 2.0
+
+
+def test_pacing_history_entries_of_another_shape_are_skipped(tmp_path):
+    import json
+    import time
+
+    from nautilus_backfill.plugins.ib.pacing import PacingHistory
+
+    path = tmp_path / "ib-pacing.json"
+    now = time.time()
+    path.write_text(json.dumps([["not-a-time", "i", "k", 1], [now, "i", "k", "1"], [True, "i", "k", 1],
+                                [now, ["AAPL", "x"], ["AAPL"], 1]]))
+    limiter = PacingLimiter(scale=1.0)
+    limiter.history = PacingHistory(path)
+    limiter.acquire("new", "K", 5, 1, time.monotonic() + 5)  # no TypeError from the bad ones
+    limiter.release()
+    entries = json.loads(path.read_text())
+    assert [e[3] for e in entries] == [1, 1] and entries[0][0] == now

@@ -41,6 +41,11 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
         The folder that keeps the pacing history between runs and processes (default
         ``$NAUTILUS_BACKFILL_STATE_DIR``, else ``$XDG_STATE_HOME/nautilus-backfill``, else
         ``~/.local/state/nautilus-backfill``).
+    contract_max_age : str, default "7d"
+        How old an instrument the host already has (the node's cache, or the store) may be
+        for its IB contract and precisions to be used without asking IB for the contract
+        details; older ones are looked up again (and the store keeps the fresh one).
+        ``"off"`` always asks IB.
 
     """
 
@@ -55,6 +60,7 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
     pacing_scale: float = 1.0
     max_in_flight: int = 50
     pacing_state: str | None = None
+    contract_max_age: str = "7d"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +68,11 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
             parse_duration(self.connect_timeout)
         except ValueError as e:
             raise ValueError(f"connect_timeout: {e}") from None
+        if self.contract_max_age != "off":
+            try:
+                parse_duration(self.contract_max_age)
+            except ValueError as e:
+                raise ValueError(f'contract_max_age: {e} (or "off")') from None
         if self.symbology not in SYMBOLOGY:
             raise ValueError(f"symbology: must be one of simplified, raw, was '{self.symbology}'")
         if self.what_to_show is not None and self.what_to_show not in WHAT_TO_SHOW:
@@ -76,3 +87,10 @@ class IBSourceConfig(SourceConfig, frozen=True, kw_only=True):
                 f"max_in_flight: must be 1..50 (IB allows 50 open requests), was "
                 f"{self.max_in_flight}"
             )
+
+    @property
+    def contract_max_age_ns(self) -> int | None:
+        """Return `contract_max_age` in nanoseconds, or None when ``"off"``."""
+        if self.contract_max_age == "off":
+            return None
+        return int(parse_duration(self.contract_max_age) * 1_000_000_000)

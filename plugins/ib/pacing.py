@@ -145,7 +145,17 @@ class PacingHistory:
             return []  # a damaged file is rewritten; the gateway still enforces its rules
         if not isinstance(data, list):
             return []
-        return [e for e in data if isinstance(e, list) and len(e) == 4]
+        # Entries another version (or a damaged write) left in another shape are skipped.
+        return [
+            e
+            for e in data
+            if isinstance(e, list)
+            and len(e) == 4
+            and isinstance(e[0], int | float)
+            and not isinstance(e[0], bool)
+            and isinstance(e[3], int)
+            and not isinstance(e[3], bool)
+        ]
 
 
 class PacingLimiter:
@@ -237,35 +247,40 @@ class PacingLimiter:
 
         """
         with self._lock:
-            while True:
-                if self._open >= self.max_open:
-                    # Released as answers come; a full house is no pacing wait to report.
-                    if self._clock() >= deadline:
+            try:
+                while True:
+                    if self._open >= self.max_open:
+                        # Released as answers come; a full house is no pacing wait to report.
+                        if self._clock() >= deadline:
+                            raise SourceError(
+                                f"IB: {self.max_open} requests still open at the deadline",
+                                status="timeout",
+                            )
+                        self._slot_free.wait(max(0.0, deadline - self._clock()))
+                        continue
+                    if step_s <= SMALL_BAR_S:
+                        wait, now = self._small_bar_wait(ident, key, cost)
+                    else:
+                        wait, now = 0.0, self._clock()
+                    if wait <= 0:
+                        self._open += 1
+                        self.sent += 1
+                        self.most_open = max(self.most_open, self._open)
+                        return
+                    # The free slot this request leaves for now may serve another one.
+                    self._slot_free.notify()
+                    if now + wait > deadline:
                         raise SourceError(
-                            f"IB: {self.max_open} requests still open at the deadline",
-                            status="timeout",
+                            f"IB pacing: the next request may go out in {wait:.1f}s, after the "
+                            "deadline",
+                            status="pacing",
                         )
-                    self._slot_free.wait(max(0.0, deadline - self._clock()))
-                    continue
-                if step_s <= SMALL_BAR_S:
-                    wait, now = self._small_bar_wait(ident, key, cost)
-                else:
-                    wait, now = 0.0, self._clock()
-                if wait <= 0:
-                    self._open += 1
-                    self.sent += 1
-                    self.most_open = max(self.most_open, self._open)
-                    return
-                # The free slot this request leaves for now may serve another one.
+                    self.waited_s += wait
+                    self._lock.wait(wait)
+            except BaseException:
+                # Whoever leaves without a slot passes the wake-up on: no waiter polls.
                 self._slot_free.notify()
-                if now + wait > deadline:
-                    raise SourceError(
-                        f"IB pacing: the next request may go out in {wait:.1f}s, after the "
-                        "deadline",
-                        status="pacing",
-                    )
-                self.waited_s += wait
-                self._lock.wait(wait)
+                raise
 
     def _small_bar_wait(self, ident: Hashable, key: Hashable, cost: int) -> tuple[float, float]:
         # The wait IB's time rules ask for; when none, the request is recorded as sent.

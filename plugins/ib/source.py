@@ -58,6 +58,7 @@ COUNT_EXTRA_CHUNKS = 60  # one pacing window's worth, for small bars across a lo
 PACING_RETRY_S = 15.0  # IB's pause after a pacing violation (162), as its identical-request rule
 CLIENT_ID_MAX = 2**31 - 1  # the TWS API sends it as a 32-bit int
 RETURN_MARGIN_S = 0.2  # stop this long before a span's deadline, to build and return the answer
+UNREADABLE_TS = -1  # the open time given to a bar whose date cannot be read (before 1970)
 
 
 class IBBarSource(BarSource):
@@ -338,10 +339,16 @@ class IBBarSource(BarSource):
                 )
         rows = download.rows()
         nothing = not len(rows) and not len(download.rows(handed=True))
-        stored = known is not None and _from_instrument(request, known) is not None
-        if failure is not None and failure.status == "no_contract" and nothing and stored:
+        stale = _from_instrument(request, known, self.config.contract_max_age_ns)
+        if (
+            failure is not None
+            and failure.status == "no_contract"
+            and nothing
+            and stale is not None
+            and contract.conId == stale[0].conId
+        ):
             # A stored contract IB no longer knows (its conId changed): looked up afresh, once.
-            self._forget(request)
+            self._forget(request, contract.conId)
             return self.fetch(request, dataclasses.replace(span, instrument=None))
         notes = [*self._new_notices(conn), *self._history_notes()]
         if failure is not None and nothing:
@@ -512,9 +519,14 @@ class IBBarSource(BarSource):
     def _key(request: BarRequest) -> tuple:
         return request.bar_type.instrument_id, tuple(sorted((request.contract or {}).items()))
 
-    def _forget(self, request: BarRequest) -> None:
+    def _forget(self, request: BarRequest, con_id: int) -> None:
+        # Only the refused contract: another span may already have looked it up afresh.
         with self._lock:
-            self._resolved.pop(self._key(request), None)
+            future = self._resolved.get(self._key(request))
+            if future is None or not future.done() or future.exception() is not None:
+                return
+            if future.result()[0].conId == con_id:
+                del self._resolved[self._key(request)]
 
     def _resolve(
         self, conn: Any, request: BarRequest, deadline: float, known: Any = None
@@ -527,7 +539,7 @@ class IBBarSource(BarSource):
                 future = self._resolved[key] = Future()
         if owner:
             try:
-                found = _from_instrument(request, known)
+                found = _from_instrument(request, known, self.config.contract_max_age_ns)
                 future.set_result(found or self._lookup(conn, request, deadline))
             except BaseException as e:
                 future.set_exception(e)
@@ -651,8 +663,9 @@ class IBBarSource(BarSource):
         notes = []
         if other:
             notes.append(
-                f"{name}: IB sent {other} bars twice with other values ({example}); the first of "
-                "each is used and the repeats are counted as duplicate"
+                f"{name}: IB sent {other} bars twice with other values ({example}); which is "
+                "right is unknown, so none of their rows is used (ambiguous) and the next source "
+                "is asked for those bars"
             )
         if same:
             notes.append(f"{name}: IB sent {same} bars twice with the same values (duplicate)")
@@ -967,13 +980,9 @@ class _Bars:
                 [_row_ts(f"{int(d):08d}" if np.isfinite(d) else "", daily, weekly) for d in dates],
                 np.int64,
             )
-        elif np.all(np.isfinite(dates)) and np.all(dates == np.floor(dates)):
-            ts = dates.astype(np.int64)
         else:
-            raise SourceError(
-                "IB sent a bar time that is not a whole number of epoch seconds",
-                status="bad_message",
-            )
+            whole = np.isfinite(dates) & (dates == np.floor(dates)) & (np.abs(dates) < 2**62)
+            ts = np.where(whole, dates, UNREADABLE_TS).astype(np.int64)
         values[values[:, 4] == -1, 4] = 0.0  # IB's -1 volume of quote bars, as _row has it
         return _Bars(ts, values)
 
@@ -988,7 +997,12 @@ def _count_in_span(rows: _Bars, span: Span, step_s: int) -> int:
 
 
 def _row_ts(date: str, daily: bool, weekly: bool) -> int:
-    ts = _utc_midnight(date[:8]) if daily else int(date)
+    # A date IB's format does not allow becomes a time no bar has: the host drops that row
+    # alone, as `bad_timestamp`, and keeps the rest of the answer.
+    try:
+        ts = _utc_midnight(date[:8]) if daily else int(date)
+    except (ValueError, OverflowError):
+        return UNREADABLE_TS
     if weekly:
         # IB dates a weekly bar by its last day; it opens on that week's Monday, as the
         # adapter's `_ib_bar_to_ts_event` has it.
@@ -1003,10 +1017,15 @@ def _row(bar: Any, daily: bool, weekly: bool = False) -> tuple:
     return ts, bar.open, bar.high, bar.low, bar.close, 0.0 if volume == -1 else volume
 
 
-def _from_instrument(request: BarRequest, instrument: Any) -> tuple[Any, Any, int] | None:
+def _from_instrument(
+    request: BarRequest, instrument: Any, max_age_ns: int | None
+) -> tuple[Any, Any, int] | None:
     # An instrument the IB adapter made (cached, or stored by an earlier run) carries the IB
-    # contract in its `info`, as the adapter's data client reads it back: no lookup needed.
+    # contract in its `info`, as the adapter's data client reads it back: no lookup needed,
+    # while it is younger than `max_age_ns` (tick sizes and contracts do change).
     if instrument is None or request.contract or instrument.id != request.bar_type.instrument_id:
+        return None
+    if max_age_ns is None or time.time_ns() - int(instrument.ts_init) > max_age_ns:
         return None
     info = getattr(instrument, "info", None)
     if not isinstance(info, dict):
