@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from nautilus_backfill import orchestrator, validate
+from nautilus_backfill import finish, validate
 from nautilus_backfill.errors import ConfigError
 
 REQ = {
@@ -164,7 +164,7 @@ def test_a_conversion_failure_is_a_named_drop_not_an_injection(tmp_path, run, mo
     def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(orchestrator, "to_bars", broken)
+    monkeypatch.setattr(finish, "to_bars", broken)
     body = "2024-01-01T00:00:00Z,1.1,1.2,1.0,1.1,10\n2024-01-01T00:01:00Z,1.1,1.2,1.0,1.1,10\n"
     result = run([REQ], _src(_write(tmp_path, body)))
     report = result.report.requests[0]
