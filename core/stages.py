@@ -14,6 +14,7 @@ from nautilus_backfill.answer import conform
 from nautilus_backfill.config import BackfillConfig, SourceConfig
 from nautilus_backfill.errors import SourceError
 from nautilus_backfill.finish import store_write
+from nautilus_backfill.interval import interval_mismatch
 from nautilus_backfill.progress import Progress, ProgressTracker
 from nautilus_backfill.registry import SourceRegistry
 from nautilus_backfill.report import SourceAttempt
@@ -346,6 +347,15 @@ class Stages:
         attempt = report.sources[index]
         rows = result.table.num_rows
         attempt.received += rows
+        store = self.config.store is not None and index == 0  # its bars were checked when written
+        mismatch = None if store else interval_mismatch(result.table, req, result.timestamp_is)
+        if mismatch is not None:
+            # Rows of another interval are no bars of this bar type, on the grid or not.
+            report.dropped["wrong_interval"] += rows
+            if attempt.status in ("not_needed", "ok"):
+                attempt.status = "invalid"
+                attempt.error = mismatch
+            return P.empty()
         if precision.price is None:
             precision.price = result.price_precision
         if precision.size is None:

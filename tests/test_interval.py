@@ -1,0 +1,79 @@
+"""Rows of another interval than the bar type's are refused, never injected as its bars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nautilus_backfill import Backfill
+from nautilus_backfill.config import config_from_dict
+
+MIN = 60
+
+
+def _csv(path, step_s, n, start=1_700_000_400, every=None):
+    # `n` bars `step_s` apart (or at the given offsets), as a plain OHLCV file.
+    times = start + (np.asarray(every) if every is not None else np.arange(n) * step_s)
+    lines = ["timestamp,open,high,low,close,volume"]
+    lines += [f"{int(t)},1.5,1.6,1.4,1.55,10" for t in times]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _fetch(registry, bar_type, *paths, bars=100):
+    sources = [
+        {"name": f"f{i}", "plugin": "csv", "path": p, "timestamp_format": "epoch_s"}
+        for i, p in enumerate(paths)
+    ]
+    doc = {"backfill": {"requests": [{"bar_type": bar_type, "bars": bars, "end": "2023-11-20T00:00:00Z",
+                                       "price_precision": 2, "size_precision": 0, "max_age": "off"}],
+                        "sources": sources}}
+    report = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch().report
+    (request,) = report.requests
+    assert request.accounted()
+    return request
+
+
+def test_five_minute_rows_asked_for_as_one_minute_bars_are_refused_and_the_next_source_asked(
+    registry, tmp_path
+):
+    five = _csv(tmp_path / "five.csv", 5 * MIN, 300)
+    one = _csv(tmp_path / "one.csv", MIN, 300)
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", five, one)
+    first, second = r.sources
+    assert first.status == "invalid" and r.dropped["wrong_interval"] == first.received > 50
+    assert "5-minute apart" in first.error and "not 1-minute bars" in first.error
+    assert "request EURUSD.SIM-5-MINUTE-MID-EXTERNAL for this data" in first.error
+    assert second.used == 100 and r.injected == 100 and r.status == "ok"
+
+
+@pytest.mark.parametrize("bar", ["5-MINUTE", "1-HOUR"])
+def test_one_minute_rows_asked_for_as_longer_bars_are_refused_with_the_composite_to_use(
+    registry, tmp_path, bar
+):
+    one = _csv(tmp_path / "one.csv", MIN, 600)
+    r = _fetch(registry, f"EURUSD.SIM-{bar}-MID-EXTERNAL", one)
+    received = r.sources[0].received
+    assert r.injected == 0 and r.dropped == {"wrong_interval": received} and r.status == "failed"
+    assert "1-minute apart, most of them off the bar type's grid" in r.sources[0].error
+    assert f"EURUSD.SIM-{bar}-MID-INTERNAL@1-MINUTE-EXTERNAL" in r.sources[0].error
+
+
+def test_sparse_bars_of_an_illiquid_market_and_short_answers_are_not_refused(registry, tmp_path):
+    rng = np.random.default_rng(7)
+    # 1-minute bars with random holes: no two adjacent, but no common spacing beyond a minute.
+    offsets = np.cumsum(rng.integers(2, 9, size=200)) * MIN
+    sparse = _csv(tmp_path / "sparse.csv", MIN, 200, every=offsets)
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", sparse, bars=200)
+    assert r.injected == 200 and "wrong_interval" not in r.dropped
+    # 50 rows 5 minutes apart say too little to refuse them.
+    short = _csv(tmp_path / "short.csv", 5 * MIN, 50)
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", short, bars=50)
+    assert r.injected == 50
+    # Hourly bars with the half-hour session open (IB's RTH hours): a few off-grid rows only.
+    days = [d * 86_400 + np.array([0, 1800, 5400, 9000, 12600, 16200, 19800]) for d in range(10)]
+    session = _csv(tmp_path / "rth.csv", 3600, 70, start=1_699_920_000 - 5 * 86_400 + 34_200,
+                   every=np.concatenate(days))
+    r = _fetch(registry, "AAPL.SIM-1-HOUR-LAST-EXTERNAL", session, bars=70)
+    assert r.sources[0].received >= 51  # enough rows for the check to judge
+    assert "wrong_interval" not in r.dropped and r.dropped["misaligned"] == r.sources[0].received // 7
+    assert r.injected == r.sources[0].received - r.dropped["misaligned"]
