@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nautilus_backfill.aggregate import AggregationOptions
-from nautilus_backfill.errors import ConfigError
+from nautilus_backfill.errors import ConfigError, PluginError
 from nautilus_backfill.timeutil import DAY_NS, bar_step_ns, now_ns, parse_duration, parse_time
 from nautilus_trader.common.config import NautilusConfig, NonNegativeInt, PositiveInt
 from nautilus_trader.model.data import BarType
@@ -124,7 +125,11 @@ class BarRequestConfig(NautilusConfig, frozen=True, kw_only=True):
         try:
             bar_type = BarType.from_str(self.bar_type)
         except ValueError as e:
-            raise ValueError(f"bar_type: invalid bar type '{self.bar_type}': {e}") from None
+            raise ValueError(
+                f"bar_type: invalid bar type '{self.bar_type}' ({e}); the form is "
+                "SYMBOL.VENUE-STEP-AGGREGATION-PRICE-SOURCE, e.g. "
+                "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
+            ) from None
         _field("bar_type", bar_step_ns, bar_type)
         if bar_type.is_composite():
             _field("bar_type", _composite, bar_type)
@@ -353,6 +358,44 @@ def _message(error: msgspec.ValidationError, prefix: str) -> str:
     return f"{path}: {text}" if path else text
 
 
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_GOT_DATETIME = re.compile(r"Expected `str( \| null)?`, got `(datetime|date|time)`")
+
+
+def _struct_at(type_: Any, path: str) -> Any:
+    # The struct type a key path inside `type_` leads to ("requests[0]" -> BarRequestConfig).
+    for name in re.findall(r"\.?(\w+)(?:\[\d+\])?", path):
+        fields = {f.name: f.type for f in msgspec.structs.fields(type_)}
+        if name not in fields:
+            return type_
+        inner = fields[name]
+        for _ in range(3):  # list[X], X | None, dict[str, X]
+            args = [a for a in getattr(inner, "__args__", ()) if a is not type(None)]
+            if not args:
+                break
+            inner = args[-1]
+        if not (isinstance(inner, type) and issubclass(inner, msgspec.Struct)):
+            return type_
+        type_ = inner
+    return type_
+
+
+def _hint(text: str, type_: type) -> str:
+    # What the user most likely meant: a close key name, or a quoted time.
+    unknown = _UNKNOWN.search(text)
+    if unknown is not None and isinstance(type_, type) and issubclass(type_, msgspec.Struct):
+        where = text.split(":", 1)[0].split(".", 1)
+        struct = _struct_at(type_, where[1]) if len(where) > 1 else type_
+        names = [f.name for f in msgspec.structs.fields(struct)]
+        close = difflib.get_close_matches(unknown.group(1), names, n=1, cutoff=0.6)
+        if close:
+            return f"{text} (did you mean `{close[0]}`?)"
+        return f"{text} (the keys are: {', '.join(names)})"
+    if _GOT_DATETIME.search(text):
+        return f'{text}: write times as quoted ISO 8601 strings, e.g. "2024-01-02T15:30:00Z"'
+    return text
+
+
 def convert(raw: Any, type_: type, key_path: str) -> Any:
     """
     Convert a decoded TOML value into a config struct, naming the key path on error.
@@ -379,7 +422,7 @@ def convert(raw: Any, type_: type, key_path: str) -> Any:
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as e:
-        raise ConfigError(_message(e, key_path)) from None
+        raise ConfigError(_hint(_message(e, key_path), type_)) from None
     except (OverflowError, RecursionError) as e:
         raise ConfigError(f"{key_path}: value out of range ({e})") from None
 
@@ -493,7 +536,10 @@ def config_from_dict(
             raise ConfigError(
                 f"{origin}: {key}: missing `plugin` (installed: {', '.join(registry.names())})",
             )
-        source_type = registry.get(str(plugin), key_path=f"{key}.plugin")
+        try:
+            source_type = registry.get(str(plugin), key_path=f"{key}.plugin")
+        except PluginError as e:  # the file, as every other config error names it
+            raise PluginError(f"{origin}: {e}") from None
         try:
             sources.append(convert(raw, source_type.config_type, key))
         except ConfigError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -126,7 +127,9 @@ class SourceRegistry:
                 f"{key_path}: plugin '{name}' failed to load: {self.broken[name]} "
                 f"(installed: {installed})",
             )
-        raise PluginError(f"{key_path}: no plugin '{name}' (installed: {installed})")
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
+        raise PluginError(f"{key_path}: no plugin '{name}' (installed: {installed}){guess}")
 
     def checks_bars(self) -> bool:
         """

@@ -9,6 +9,13 @@ import pandas as pd
 from nautilus_trader.model.data import BarType
 from nautilus_trader.model.enums import BarAggregation
 
+_ISO_8601 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?)?"
+    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?$"
+    r"|^\d{8}(?:T\d{6}(?:\.\d{1,9})?)?(?:Z|[+-]\d{4})?$",
+    re.I,
+)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|min|h|d|w)?\s*$")
 _UNIT_NS = {
     "ns": 1,
@@ -94,6 +101,12 @@ def parse_time(value: str) -> int:
     """
     if value.strip().lower() == "now":
         return now_ns()
+    if not _ISO_8601.match(value.strip()):
+        # pandas would read "02/01/2025" month first without a word: only ISO 8601 is taken.
+        raise ValueError(
+            f"invalid time, was '{value}' (use ISO 8601, year first, between 1970 and 2262, "
+            "e.g. 2024-01-02T15:30:00Z)"
+        )
     try:
         ts = pd.Timestamp(value)
         if ts is pd.NaT:
