@@ -79,3 +79,34 @@ def test_cli_check_exits_2_with_the_key_and_no_traceback(tmp_path):
     assert out.returncode == 2, out
     assert "backfill.sources[0].columns.close" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_a_template_that_matches_nothing_is_shown_filled(registry, tmp_path):
+    src = {"name": "csv", "plugin": "csv", "path": str(tmp_path / "export" / "{symbol}-{step}.csv")}
+    cfg = config_from_dict({"backfill": {"requests": [REQ], "sources": [src]}}, registry=registry)
+    backfill = Backfill(cfg, registry=registry)
+    filled = tmp_path / "export" / "EURUSD-1-MINUTE.csv"
+    assert backfill.check() == [
+        f"backfill.sources[0].path: no file matches {filled} (for EUR/USD.SIM-1-MINUTE-MID-EXTERNAL)"
+    ]
+    report = backfill.fetch().report.requests[0]
+    assert report.sources[0].error == f"no file matches {filled}"
+
+
+def test_a_parquet_fallback_whose_path_is_missing_or_lacks_the_bar_type_fails_check(
+    registry, tmp_path, shared
+):
+    missing = {"name": "pq", "plugin": "parquet", "path": str(tmp_path / "catalog")}
+    cfg = config_from_dict({"backfill": {"requests": [REQ], "sources": [missing]}}, registry=registry)
+    assert Backfill(cfg, registry=registry).check() == [
+        f"backfill.sources[0].path: {tmp_path / 'catalog'} does not exist"
+    ]
+    report = Backfill(cfg, registry=registry).fetch().report.requests[0]
+    assert report.sources[0].error == f"{tmp_path / 'catalog'} does not exist"
+    # A catalog that exists but holds other bar types.
+    (tmp_path / "catalog" / "data" / "bar" / "AAPL.XNAS-1-MINUTE-LAST-EXTERNAL").mkdir(parents=True)
+    problems = Backfill(cfg, registry=registry).check()
+    assert problems == [
+        f"backfill.sources[0].path: the catalog {tmp_path / 'catalog'} holds no bars of "
+        "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
+    ]

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from nautilus_backfill.errors import SourceError
-from nautilus_backfill.paths import expand
+from nautilus_backfill.paths import expand, fill_template
 from nautilus_backfill.plugins.csv.config import CsvColumns, CsvSourceConfig
 from nautilus_backfill.source import (
     BAR_SCHEMA,
@@ -294,7 +294,8 @@ class CsvBarSource(BarSource):
         pattern = self.context.resolve(self.config.path)
         files = expand(pattern, request.bar_type)
         if not files:
-            raise SourceError(f"no file matches {pattern}", status="empty")
+            filled = fill_template(pattern, request.bar_type)
+            raise SourceError(f"no file matches {filled}", status="empty")
         for f in files:
             _check_file(f)
         notes: list[str] = []
@@ -332,7 +333,8 @@ class CsvBarSource(BarSource):
                 problems.append(f"path: {e}")
                 continue
             if not files:
-                problems.append(f"path: no file matches {pattern} (for {request.bar_type})")
+                filled = fill_template(pattern, request.bar_type)
+                problems.append(f"path: no file matches {filled} (for {request.bar_type})")
             for path in files[:20]:
                 if path in seen:
                     continue

@@ -110,13 +110,54 @@ class ParquetBarSource(BarSource):
         with ThreadPoolExecutor(max_workers=min(len(calls), self.max_parallel)) as pool:
             return list(pool.map(one, calls))
 
+    def check(self, requests: list[BarRequest]) -> list[str]:
+        """
+        Return what is wrong with this source's path for `requests`, without reading bars.
+
+        A local path that does not exist, a template or glob that matches nothing, and a
+        catalog that holds no bars of a requested bar type are named; URLs are not checked
+        (that needs the network).
+
+        Parameters
+        ----------
+        requests : list[BarRequest]
+            The configured requests (they fill the path template).
+
+        Returns
+        -------
+        list[str]
+            One line per problem, starting with the key it concerns.
+
+        """
+        if "://" in self.config.path:
+            return []
+        problems: list[str] = []
+        for request in requests:
+            try:
+                files, _, _ = self._files(request)
+            except Exception as e:  # an unreadable folder: the message names it
+                problems.append(f"path: {e}")
+                continue
+            if not files:
+                problems.append(f"path: {self._nothing_for(request)}")
+        return list(dict.fromkeys(problems))
+
+    def _nothing_for(self, request: BarRequest) -> str:
+        fs, root = self._root()
+        if fs.isdir(f"{root.rstrip('/')}/data/bar"):
+            return f"the catalog {root} holds no bars of {request.bar_type}"
+        filled = fill_template(root, request.bar_type)
+        if any(ch in filled for ch in "*?[") or filled != root:
+            return f"no file matches {filled} (for {request.bar_type})"
+        if not fs.exists(root):
+            return f"{root} does not exist"
+        return f"no parquet, feather or arrow file under {root} (for {request.bar_type})"
+
     def _answer(
         self, files: list[str], catalog: bool, fs: Any, request: BarRequest, span: Span
     ) -> SourceResult:
         if not files:
-            raise SourceError(
-                f"no parquet data for {request.bar_type} under {self.config.path}", status="empty"
-            )
+            raise SourceError(self._nothing_for(request), status="empty")
         try:
             if catalog and self.config.layout != "plain":
                 # A catalog's bar files: their footers, then only the row groups in the window.
