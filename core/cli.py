@@ -118,7 +118,13 @@ def plan(config: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr.")
 def fetch(config: Path, as_json: bool, quiet: bool) -> None:
-    """Run the backfill for CONFIG without a node and print the report."""
+    """
+    Run the backfill for CONFIG without a node and print the report.
+
+    Exit 0 when every request got bars (SHORT and STALE only warn, unless on_insufficient =
+    "fail"), 1 when a request got none (FAILED) or fell short under on_insufficient = "fail",
+    2 when CONFIG is invalid.
+    """
     from nautilus_backfill.orchestrator import Backfill
 
     try:
@@ -179,7 +185,9 @@ def fetch(config: Path, as_json: bool, quiet: bool) -> None:
         bar.close()
     report = result.report
     click.echo(report.to_json() if as_json else report.render())
-    sys.exit(0 if report.ok else 1)
+    # A script running `fetch && start-node` must not go on when a request got no bar at all.
+    failed = any(r.status == "failed" for r in report.requests)
+    sys.exit(0 if report.ok and not failed else 1)
 
 
 @main.command()

@@ -156,16 +156,12 @@ def finish(config: BackfillConfig, w: Work, cache: Any) -> list[Bar]:
     report.gaps = gaps(layered.missing(req), layered.bars, req.step_ns)
     bars, origin = layered.bars, layered.origin
     if cache is not None and len(bars):
-        keep, drops, error = fit_to_cache(
-            cache,
-            req,
-            bars,
-            cfg.ts_event,
-            config.on_capacity,
-        )
+        keep, drops, error, note = fit_to_cache(cache, req, bars, cfg.ts_event, config.on_capacity)
         report.dropped.update(drops)
         if error:
             report.error = error
+        if note:
+            report.examples.append(note)
         if len(keep) < len(bars):
             bars, origin = bars.take(keep), origin[keep]
     out: list[Bar] = []

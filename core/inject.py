@@ -51,7 +51,7 @@ def fit_to_cache(
     bars: BarArrays,
     ts_event: str,
     on_capacity: str,
-) -> tuple[np.ndarray, Counter[str], str | None]:
+) -> tuple[np.ndarray, Counter[str], str | None, str | None]:
     """
     Select the bars `Cache.add_bars` will really keep, naming why the others are dropped.
 
@@ -73,8 +73,9 @@ def fit_to_cache(
 
     Returns
     -------
-    tuple[np.ndarray, Counter[str], str | None]
-        Positions of the bars to inject, drops per reason, and an error for the report.
+    tuple[np.ndarray, Counter[str], str | None, str | None]
+        Positions of the bars to inject, drops per reason, an error for the report (nothing
+        injected), and a note (the newest kept under ``"truncate"``).
 
     """
     drops: Counter[str] = Counter()
@@ -86,13 +87,15 @@ def fit_to_cache(
         drops["already_cached"] = int((~fresh).sum())
         keep = keep[fresh]
     capacity = cache.bar_capacity
-    error = None
+    error = note = None
     if len(keep) > capacity:
         if on_capacity == "truncate":
             drops["over_capacity"] = len(keep) - capacity
             keep = keep[len(keep) - capacity :]
-            error = (
-                f"kept the newest {capacity} of {drops['over_capacity'] + capacity} bars: "
+            # Asked for: no error, the request is SHORT and the drop line says why.
+            note = (
+                f"over_capacity: kept the newest {capacity} of "
+                f'{drops["over_capacity"] + capacity} bars (on_capacity = "truncate"): '
                 f"CacheConfig.bar_capacity is {capacity}"
             )
         else:
@@ -102,4 +105,4 @@ def fit_to_cache(
                 f'raise bar_capacity to at least {len(keep)} or set on_capacity = "truncate"'
             )
             keep = keep[:0]
-    return keep, +drops, error
+    return keep, +drops, error, note

@@ -110,3 +110,30 @@ def test_a_parquet_fallback_whose_path_is_missing_or_lacks_the_bar_type_fails_ch
         f"backfill.sources[0].path: the catalog {tmp_path / 'catalog'} holds no bars of "
         "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
     ]
+
+
+def test_fetch_exits_1_when_a_request_got_no_bar_whatever_on_insufficient_says(tmp_path):
+    from click.testing import CliRunner
+    from nautilus_backfill.cli import main
+
+    (tmp_path / "data.csv").write_text(GOOD)
+    cfg = tmp_path / "c.toml"
+    base = """[backfill]
+[[backfill.requests]]
+bar_type = "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL"
+bars = 10
+end = "2024-01-01T00:05:00Z"
+price_precision = 5
+size_precision = 0
+max_age = "off"
+[[backfill.sources]]
+name = "csv"
+plugin = "csv"
+path = "{path}"
+"""
+    cfg.write_text(base.format(path=tmp_path / "data.csv"))
+    short = CliRunner().invoke(main, ["fetch", str(cfg)])
+    assert "[SHORT]" in short.output and short.exit_code == 0  # one bar of ten: a warning
+    cfg.write_text(base.format(path=tmp_path / "missing.csv"))
+    failed = CliRunner().invoke(main, ["fetch", str(cfg)])
+    assert "[FAILED]" in failed.output and failed.exit_code == 1

@@ -48,7 +48,9 @@ def test_over_capacity_truncate_says_so(tmp_path, registry):
     cache = Cache(config=CacheConfig(bar_capacity=100))
     report = _backfill(registry, _file(tmp_path, 300), 250, on_capacity="truncate").inject(cache).requests[0]
     assert cache.bar_count(BarType.from_str(BT)) == 100 == report.injected
-    assert report.dropped == {"over_capacity": 150} and "kept the newest 100" in report.error
+    assert report.dropped == {"over_capacity": 150} and report.error is None
+    assert report.status == "short"  # asked for: fewer bars, not a failure
+    assert any("kept the newest 100 of 250 bars" in e for e in report.examples)
 
 
 def test_bars_already_cached_are_not_added_twice(tmp_path, registry):
