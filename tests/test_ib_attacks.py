@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -382,3 +383,21 @@ def test_answers_are_handed_over_while_later_requests_still_wait_for_pacing(simu
     assert last_sent > 2.5  # the pacing wait happened
     early = [t for t in pieces if t < last_sent]
     assert len(early) >= 50, (len(early), last_sent)
+
+
+def test_a_host_that_does_not_resolve_is_named_as_such_not_as_a_refused_connection(registry):
+    source = {"name": "ib", "plugin": "ib", "host": "tws.invalid", "port": 7497, "timeout": "3s"}
+    result, elapsed = _fetch(registry, [{"bar_type": AAPL, "bars": 10, "end": END}], [source])
+    ib = result.report.requests[0].sources[0]
+    assert ib.status == "refused" and elapsed < 3
+    assert "cannot resolve the host 'tws.invalid'" in ib.error and "check `host`" in ib.error
+
+
+def test_a_handshake_cut_short_by_the_deadline_says_so(registry, simulator):
+    sim = simulator(silent=True)
+    source = source_config(sim, connect_timeout="5s", timeout="1.5s")
+    result, _ = _fetch(registry, [{"bar_type": AAPL, "bars": 10, "end": END}], [source])
+    ib = result.report.requests[0].sources[0]
+    assert ib.status == "timeout", ib
+    assert re.search(r"no answer to the API handshake within 1\.\ds \(", ib.error), ib.error
+    assert "left no more of connect_timeout = 5s" in ib.error

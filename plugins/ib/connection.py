@@ -153,6 +153,13 @@ class IBConnection(EWrapper, EClient):
 
         """
         deadline = time.monotonic() + timeout_s
+        where = f"IB at {host}:{port}"
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:  # ibapi would call it a refused connection
+            raise SourceError(
+                f"{where}: cannot resolve the host '{host}' ({e}); check `host`", status="refused"
+            ) from None
         fatal: IBError | None = None
         for cid in range(client_id, client_id + attempts):
             conn = cls()
@@ -163,12 +170,11 @@ class IBConnection(EWrapper, EClient):
             conn.close()
             if fatal is None or fatal.code != 326:
                 break
-        where = f"IB at {host}:{port}"
         if fatal is not None and fatal.code == 326:
             last = client_id + attempts - 1
             raise SourceError(
                 f"{where}: client ids {client_id}..{last} are all in use (IB error 326); "
-                "set a free `client_id`",
+                "set a free client_id",
                 status="client_id_in_use",
             )
         if fatal is not None and fatal.code == 502:
@@ -176,7 +182,7 @@ class IBConnection(EWrapper, EClient):
         if fatal is not None:
             raise SourceError(f"{where}: {fatal}", CONNECTION_CODES.get(fatal.code, "error"))
         raise SourceError(
-            f"{where}: no answer to the API handshake within {timeout_s:g}s", status="timeout"
+            f"{where}: no answer to the API handshake within {timeout_s:.3g}s", status="timeout"
         )
 
     def _connect_once(self, host: str, port: int, client_id: int, deadline: float) -> None:

@@ -233,9 +233,8 @@ class IBBarSource(BarSource):
             if self._conn is None:
                 from nautilus_backfill.timeutil import parse_duration
 
-                timeout = min(
-                    parse_duration(self.config.connect_timeout), deadline - time.monotonic()
-                )
+                configured = parse_duration(self.config.connect_timeout)
+                timeout = min(configured, deadline - time.monotonic())
                 try:
                     conn = IBConnection.open(
                         self.config.host,
@@ -245,8 +244,14 @@ class IBBarSource(BarSource):
                         timeout,
                     )
                 except SourceError as e:
+                    if e.status == "timeout" and timeout < configured:
+                        e = SourceError(
+                            f"{e} (the source's timeout or the backfill's deadline left no "
+                            f"more of connect_timeout = {self.config.connect_timeout})",
+                            status="timeout",
+                        )
                     self._conn_error = e
-                    raise
+                    raise e from None
                 self._conn = conn
                 # IB counts a gateway's requests whoever sends them: earlier runs and other
                 # processes share this history.
