@@ -137,3 +137,39 @@ path = "{path}"
     cfg.write_text(base.format(path=tmp_path / "missing.csv"))
     failed = CliRunner().invoke(main, ["fetch", str(cfg)])
     assert "[FAILED]" in failed.output and failed.exit_code == 1
+
+
+def test_a_decimal_comma_file_is_named_by_check_and_fetch_and_read_with_decimal(registry, tmp_path):
+    body = "timestamp;open;high;low;close;volume\n" + "".join(
+        f"2024-01-01T00:{m:02d}:00Z;1,0{m:02d}5;1,0{m:02d}9;1,0{m:02d}1;1,0{m:02d}7;1200\n"
+        for m in range(10)
+    )
+    problems = _check(registry, tmp_path, body)
+    assert problems == [
+        "backfill.sources[0].decimal: data.csv: open values such as '1,0005' use a decimal comma; "
+        'set decimal = ","'
+    ]
+    src = {"name": "csv", "plugin": "csv", "path": str(tmp_path / "data.csv")}
+    end = {**REQ, "end": "2024-01-01T00:10:00Z", "max_age": "off"}
+    cfg = config_from_dict({"backfill": {"requests": [end], "sources": [src]}}, registry=registry)
+    report = Backfill(cfg, registry=registry).fetch().report.requests[0]
+    assert report.dropped == {"unparseable": 10}
+    assert any("use a decimal comma" in n for n in report.sources[0].notes)
+    cfg = config_from_dict({"backfill": {"requests": [end], "sources": [{**src, "decimal": ","}]}},
+                           registry=registry)
+    assert Backfill(cfg, registry=registry).check() == []
+    result = Backfill(cfg, registry=registry).fetch()
+    (bars,) = result.bars.values()
+    assert len(bars) == 10 and str(bars[3].close) == "1.00370"
+    # A stray word in one row reads the file as text: the decimal comma still applies.
+    (tmp_path / "data.csv").write_text(body.replace("1,0047;1200", "1,0047;n/a"))
+    report = Backfill(cfg, registry=registry).fetch().report.requests[0]
+    assert report.injected == 9 and report.dropped == {"unparseable": 1}
+
+
+def test_a_decimal_comma_needs_another_delimiter(registry, tmp_path):
+    from nautilus_backfill.errors import ConfigError
+
+    src = {"name": "csv", "plugin": "csv", "path": "x.csv", "decimal": ",", "delimiter": ","}
+    with pytest.raises(ConfigError, match="decimal: ',' needs another delimiter"):
+        config_from_dict({"backfill": {"requests": [REQ], "sources": [src]}}, registry=registry)

@@ -82,6 +82,10 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
         end, only as far back as the request needs (seconds instead of minutes for 10M rows).
         Rows out of order in the part not read would not be seen, so it is never assumed;
         otherwise the whole file is streamed through a buffer the size of the request.
+    decimal : str, default "."
+        The decimal mark of the prices and volumes: ``"."`` or ``","`` (exports with a
+        European locale, usually ``;``-separated: ``1,02498``). Never inferred: ``1,024``
+        could as well be a thousand.
 
     """
 
@@ -95,6 +99,7 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
     price_scale: float | None = None
     encoding: str = "utf-8"
     sorted: bool = False
+    decimal: str = "."
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,3 +132,7 @@ class CsvSourceConfig(SourceConfig, frozen=True, kw_only=True):
             ) from None
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"delimiter: must be one character, was '{self.delimiter}'")
+        if self.decimal not in (".", ","):
+            raise ValueError(f"decimal: must be '.' or ',', was '{self.decimal}'")
+        if self.decimal == "," and self.delimiter == ",":
+            raise ValueError("decimal: ',' needs another delimiter (such as ';')")

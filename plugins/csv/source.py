@@ -201,8 +201,14 @@ def _line_numbers(index: np.ndarray, skipped: np.ndarray, first: int) -> np.ndar
     return index + first + np.searchsorted(gaps, index, side="right")
 
 
-def _coerce_float(col: pa.Array) -> pa.Array:
+# A number written with a decimal comma, as a European locale exports it.
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+
+
+def _coerce_float(col: pa.Array, decimal: str = ".") -> pa.Array:
     text = pd.Series(col.to_numpy(zero_copy_only=False), dtype="object")
+    if decimal == ",":
+        text = text.where(text.isna(), text.astype(str).str.replace(",", ".", regex=False))
     values = pd.to_numeric(text, errors="coerce")
     # Junk becomes null (unparseable); a literal nan or inf stays (non_finite).
     junk = values.isna() & ~text.astype(str).str.strip().str.lower().isin(["nan", "-nan", "+nan"])
@@ -396,6 +402,15 @@ class CsvBarSource(BarSource):
                 f"column {layout.label()} (such as '{first}'); set timestamp_format to their "
                 "layout",
             ]
+        if self.config.decimal == ".":
+            for key in _VALUES:
+                i = layout.values[key]
+                if i is None:
+                    continue
+                values = table.column(_col(i)).slice(0, 200).to_pylist()
+                comma = next((v for v in values if v and _DECIMAL_COMMA.match(str(v))), None)
+                if comma is not None:
+                    return [_decimal_advice(path, key, comma)]
         return []
 
     # -- layout --------------------------------------------------------------------------------
@@ -570,7 +585,14 @@ class CsvBarSource(BarSource):
         layout = self._layout(path, text, complete=len(head) <= _HEAD)
         if layout is None:
             raise SourceError(f"{path}: empty file", status="empty")
-        notes.extend(layout.notes)
+        try:
+            return self._read_rows(path, request, span, layout, size)
+        finally:
+            notes.extend(layout.notes)  # what the layout and the reading found, once read
+
+    def _read_rows(
+        self, path: str, request: BarRequest, span: Span, layout: _Layout, size: int
+    ) -> pa.Table:
         plain = not path.endswith((".gz", ".zip"))
         utf8 = codecs.lookup(self.config.encoding).name == "utf-8"
         attempts = (True, False)
@@ -624,6 +646,7 @@ class CsvBarSource(BarSource):
         convert = pacsv.ConvertOptions(
             include_columns=[_col(i) for i in layout.used],
             column_types=types,
+            decimal_point=self.config.decimal,
             # Only empty fields are null, so a literal "nan" is non_finite, not unparseable.
             null_values=[""],
             strings_can_be_null=True,
@@ -670,7 +693,10 @@ class CsvBarSource(BarSource):
                 col = table.column(_col(i)).combine_chunks()
                 blank = pc.and_(blank, pc.is_null(col))
                 if not typed:
-                    col = _coerce_float(col)
+                    raw_col = col
+                    col = _coerce_float(col, self.config.decimal)
+                    if self.config.decimal == "." and col.null_count > raw_col.null_count:
+                        self._decimal_comma_note(path, layout, key, raw_col, col)
                 if key != "volume" and self.config.price_scale is not None:
                     col = _scale(col, self.config.price_scale)
                 out[key] = col
@@ -681,6 +707,18 @@ class CsvBarSource(BarSource):
             if pc.any(blank).as_py():
                 bars = bars.filter(pc.invert(blank))  # an empty line, not a bar
             yield bars
+
+    def _decimal_comma_note(
+        self, path: str, layout: _Layout, key: str, raw: pa.Array, read: pa.Array
+    ) -> None:
+        # Prices that only a decimal comma makes numbers: say so once, with the key to set.
+        if any(n.startswith("decimal:") for n in layout.notes):
+            return
+        failed = pc.and_(pc.is_null(read), pc.is_valid(raw))
+        sample = raw.filter(failed).slice(0, 20).to_pylist()
+        comma = next((v for v in sample if _DECIMAL_COMMA.match(str(v))), None)
+        if comma is not None:
+            layout.notes.append(_decimal_advice(path, key, comma))
 
     def _raw_timestamps(self, table: pa.Table, layout: _Layout) -> pa.Array:
         if len(layout.ts) == 2:
@@ -1039,3 +1077,10 @@ def _limit(table: pa.Table, limit: int | None) -> pa.Table:
     newest = _Newest(limit)
     newest.add(table)
     return newest.table() or table.slice(0, 0)
+
+
+def _decimal_advice(path: str, key: str, value: Any) -> str:
+    return (
+        f"decimal: {Path(path).name}: {key} values such as '{value}' use a decimal comma; "
+        'set decimal = ","'
+    )
