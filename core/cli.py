@@ -384,10 +384,13 @@ def store_info(
     if not rows:
         click.echo(f"{shown}: no bars")
     for r in rows:
-        click.echo(
-            f"{r['bar_type']}: {r['bars']} bars in {r['files']} file(s), "
-            f"closes {r['first_close']} .. {r['last_close']}"
-        )
+        if not r["files"]:
+            click.echo(f"{r['bar_type']}: no bar files (folder {r['folder']})")
+        else:
+            click.echo(
+                f"{r['bar_type']}: {r['bars']} bars in {r['files']} file(s), "
+                f"closes {r['first_close']} .. {r['last_close']}"
+            )
         for a, b in r["answered"]:
             click.echo(f"  answered  {a} .. {b}")
         for a, b in r["holes"]:

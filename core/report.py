@@ -373,7 +373,7 @@ class BackfillReport:
             for example in r.examples[:10]:
                 lines.append(f"    {example}")
             if r.rounded:
-                lines.append(f"  rounded   {r.rounded} bars to the instrument precision")
+                lines.append(f"  rounded   {r.rounded} bars to the price and size precision")
             if r.stored:
                 lines.append(f"  stored    {r.stored} new bars written to the store")
             for a, b in r.gaps[:5]:

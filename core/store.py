@@ -967,7 +967,9 @@ class BarStore:
                 ]
             rows.append(
                 {
-                    "bar_type": name,
+                    # The bar type its files name: the folder drops the "/" (EUR/USD -> EURUSD).
+                    "bar_type": self._declared(files[0].path) if files else name,
+                    "folder": name,
                     "files": len(files),
                     "bars": bars,
                     "first_close": format_ns(first),
@@ -979,6 +981,13 @@ class BarStore:
                 },
             )
         return rows
+
+    def _declared(self, path: str) -> str:
+        try:
+            meta = pq.read_schema(path, filesystem=self.fs).metadata or {}
+        except Exception:  # unreadable: the folder's name is all there is
+            return _folder_bar_type(path)
+        return meta.get(b"bar_type", b"").decode(errors="replace") or _folder_bar_type(path)
 
     def debris(self) -> list[str]:
         """

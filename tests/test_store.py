@@ -142,7 +142,9 @@ def test_store_cli_info_and_verify(registry, sim, tmp_path):
     exe = [sys.executable, "-m", "nautilus_backfill.cli", "store"]
     info = subprocess.run([*exe, "info", str(store), "--json"], capture_output=True, text=True)
     rows = json.loads(info.stdout)
-    assert rows[0]["bar_type"] == "EURUSD.IDEALPRO-1-MINUTE-MID-EXTERNAL" and rows[0]["bars"] == 50
+    # The bar type as its files name it (what a config must say), and the catalog's folder.
+    assert rows[0]["bar_type"] == "EUR/USD.IDEALPRO-1-MINUTE-MID-EXTERNAL" and rows[0]["bars"] == 50
+    assert rows[0]["folder"] == "EURUSD.IDEALPRO-1-MINUTE-MID-EXTERNAL"
     ok = subprocess.run([*exe, "verify", str(store)], capture_output=True, text=True)
     assert ok.returncode == 0 and "0 problem(s)" in ok.stdout
     victim = BarStore(str(store)).files(EURUSD)[0].path
