@@ -256,3 +256,27 @@ def test_a_headerless_file_with_a_separate_time_field_is_refused_with_the_column
     cols = {"date": 0, "time": 1, "open": 2, "high": 3, "low": 4, "close": 5, "volume": 6}
     r = run([req], [{"name": "f", "plugin": "csv", "path": str(p), "columns": cols}]).report.requests[0]
     assert r.injected == 2 and r.last == 1_609_752_660 * 10**9
+
+
+def test_a_metatrader_5_export_is_read_by_its_bracketed_header(tmp_path, run):
+    # MT5's "Export bars": tab-separated, <DATE> <TIME> ... <TICKVOL> <VOL> <SPREAD>.
+    p = tmp_path / "EURUSD_M1.csv"
+    rows = [f"2025.01.02\t07:{40 + i}:00\t1.0250{i}\t1.0260{i}\t1.0240{i}\t1.0255{i}\t{100 + i}\t0\t12"
+            for i in range(5)]
+    p.write_text("<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n"
+                 + "\n".join(rows) + "\n")
+    req = {"bar_type": "EUR/USD.SIM-1-MINUTE-MID-EXTERNAL", "bars": 5, "end": "2025-01-02T08:00:00Z",
+           "price_precision": 5, "size_precision": 0, "max_age": "off"}
+    result = run([req], [{"name": "mt5", "plugin": "csv", "path": str(p), "timestamp_format": "%Y.%m.%d %H:%M:%S"}])
+    report = result.report.requests[0]
+    assert report.injected == 5, report.to_dict()
+    (bars,) = result.bars.values()
+    assert str(bars[0].open) == "1.02500" and str(bars[-1].close) == "1.02554"
+
+
+def test_every_missing_column_is_named_at_once(tmp_path, run):
+    p = tmp_path / "few.csv"
+    p.write_text("Date,Time,Price\n2025-01-02,07:40,1.0\n")
+    report = run([REQ], [{"name": "few", "plugin": "csv", "path": str(p)}]).report.requests[0]
+    assert "no 'open', 'high', 'low', 'close' columns in the header (Date, Time, Price" in report.sources[0].error
+    assert "set columns.open, columns.high, columns.low, columns.close" in report.sources[0].error

@@ -50,7 +50,7 @@ _NAMES = {
     "high": ("high", "h"),
     "low": ("low", "l"),
     "close": ("close", "c", "last"),
-    "volume": ("volume", "vol", "v"),
+    "volume": ("volume", "vol", "v", "tickvol", "tick_volume"),
 }
 _VALUES = ("open", "high", "low", "close", "volume")
 _POSITIONAL = {"timestamp": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5}
@@ -61,6 +61,11 @@ _HEAD = 1 << 16
 TAIL_MIN_BYTES = 1 << 20
 _PROBES = 32
 _OUT_SCHEMA = pa.schema([*BAR_SCHEMA, ("_row", pa.int64()), ("_raw", pa.string())])
+
+
+def _header_key(name: str) -> str:
+    # MetaTrader writes <OPEN>, <TICKVOL>; others " Open ": all match "open", "tickvol".
+    return name.strip().strip("<>").strip().lower()
 
 
 @dataclass
@@ -473,10 +478,10 @@ class CsvBarSource(BarSource):
                 raise SourceError(self._width_message(path, names, width, header_line))
         lower: dict[str, list[int]] = {}
         for i, name in enumerate(layout.names if header else []):
-            lower.setdefault(name.lower(), []).append(i)
+            lower.setdefault(_header_key(name), []).append(i)
 
         def by_name(key: str, name: str) -> int | None:
-            hits = lower.get(name.lower(), [])
+            hits = lower.get(_header_key(name), [])
             if len(hits) > 1:
                 raise SourceError(
                     f"{path}: the header has '{name}' {len(hits)} times (positions "
@@ -514,23 +519,37 @@ class CsvBarSource(BarSource):
                 if found is not None:
                     return found
             if required:
-                split = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "'|'"}
-                raise SourceError(
-                    f"{path}: no '{key}' column in the header ({', '.join(names)}; split at "
-                    f"{split.get(layout.delimiter, repr(layout.delimiter))}); set "
-                    f"columns.{key}" + ("" if len(names) > 1 else " or delimiter"),
-                )
+                missing.append(key)
             return None
 
+        def no_columns() -> SourceError:
+            # Every column the header lacks at once, not one per run.
+            split = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "'|'"}
+            keys = ", ".join(f"'{k}'" for k in missing)
+            sets = ", ".join(f"columns.{k}" for k in missing)
+            return SourceError(
+                f"{path}: no {keys} column{'s' * (len(missing) > 1)} in the header "
+                f"({', '.join(names)}; split at "
+                f"{split.get(layout.delimiter, repr(layout.delimiter))}); set "
+                f"{sets}" + ("" if len(names) > 1 else " or delimiter"),
+            )
+
+        missing: list[str] = []
         layout.values = {k: pick(k, wanted[k], k != "volume") for k in _VALUES}
+        if missing:
+            raise no_columns()
         if cm.date is not None or cm.time is not None:
             if cm.date is None or cm.time is None:
                 raise SourceError(
                     f"{path}: set both columns.date and columns.time, or columns.timestamp"
                 )
             layout.ts = [pick("date", cm.date, True), pick("time", cm.time, True)]  # type: ignore[list-item]
+            if missing:
+                raise no_columns()
         elif cm.timestamp is not None:
             layout.ts = [pick("timestamp", cm.timestamp, True)]  # type: ignore[list-item]
+            if missing:
+                raise no_columns()
         elif not header:
             layout.ts = [0]
         else:
@@ -547,6 +566,8 @@ class CsvBarSource(BarSource):
                 found = stamp if stamp is not None else date if date is not None else time
                 if found is None:
                     found = pick("timestamp", None, True)
+                    if missing:
+                        raise no_columns()
                 layout.ts = [found]  # type: ignore[list-item]
 
     @staticmethod
