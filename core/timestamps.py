@@ -187,11 +187,15 @@ def _resolve_numbers(sample: list[str]) -> TimestampFormat:
     names = list(EPOCH_UNITS)
     if not found:
         first = sample[0]
-        hint = (
-            "it is no epoch time between 1990 and 2100 in s, ms, us or ns, nor YYYYMMDD; "
-            "if it counts from midnight (as LEAN minute files do), the date is not in the "
-            "file and cannot be read from it"
-        )
+        every = np.array([float(s) for s in sample])
+        if len(every) and bool(((every >= 0) & (every < 86_400_000)).all()):
+            # Milliseconds since midnight: the date is in the file's name, not in the file.
+            return _refuse(
+                f"'{first}': these look like milliseconds since midnight, as in LEAN's minute "
+                "and second files, whose date is in the file name: read LEAN data with "
+                'plugin = "lean" (an epoch format would date every bar in 1970)'
+            )
+        hint = "it is no epoch time between 1990 and 2100 in s, ms, us or ns, nor YYYYMMDD"
         return _refuse(f"'{first}': {hint}; {_set('epoch_s')} (or _ms, _us, _ns) or a pattern")
     if len(found) > 1:
         a = sample[int(np.flatnonzero(units == found[0])[0])]

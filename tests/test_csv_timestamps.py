@@ -46,7 +46,9 @@ def test_lean_minute_ms_since_midnight_is_refused_not_read_as_1971(shared, run, 
     error = report.sources[0].error
     assert report.sources[0].status == "error"
     assert "spy.csv" in error and "column '0'" in error and "'14400000'" in error
-    assert "timestamp_format" in error and "midnight" in error
+    # The fix is the LEAN source, not an epoch format (which would date the bars in 1970).
+    assert "milliseconds since midnight" in error and 'plugin = "lean"' in error
+    assert 'set timestamp_format = "epoch_s"' not in error
 
 
 def test_lean_daily_integer_prices_scaled_and_compact_dates(shared, run, tmp_path):
