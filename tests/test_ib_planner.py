@@ -199,11 +199,28 @@ def test_plan_says_the_requests_and_the_least_time_without_connecting():
     assert source.limiter.sent == 0 and source._conn is None
 
 
+def _free_the_slot_to(limiter, first, second):
+    # `first` then `second` wait for the limiter's one slot (first in line); then it is freed.
+    import threading
+    import time
+
+    b = threading.Thread(target=first)
+    b.start()
+    time.sleep(0.2)
+    c = threading.Thread(target=second)
+    c.start()
+    time.sleep(0.2)
+    freed = time.monotonic()
+    limiter.release()
+    b.join(6)
+    c.join(6)
+    return freed
+
+
 def test_a_free_slot_goes_to_a_request_that_may_be_sent_when_the_first_waiter_may_not():
     # One slot. B waits for it with a request IB's 15 s identical-request rule holds back;
     # C waits behind B with one that may go. Freeing the slot wakes one waiter: B must hand
     # it on, or C would sit until its deadline with the slot free.
-    import threading
     import time
 
     limiter = PacingLimiter(scale=1.0, max_open=1)
@@ -219,16 +236,7 @@ def test_a_free_slot_goes_to_a_request_that_may_be_sent_when_the_first_waiter_ma
         except SourceError as e:
             outcome[name] = (e.status, time.monotonic())
 
-    b = threading.Thread(target=ask, args=("B", "x", "K", 5, 5.0))
-    b.start()
-    time.sleep(0.2)  # B is first in line
-    c = threading.Thread(target=ask, args=("C", "y", "K3", 60, 5.0))
-    c.start()
-    time.sleep(0.2)
-    freed = time.monotonic()
-    limiter.release()
-    b.join(6)
-    c.join(6)
+    freed = _free_the_slot_to(limiter, lambda: ask("B", "x", "K", 5, 5.0), lambda: ask("C", "y", "K3", 60, 5.0))
     assert outcome["B"][0] == "pacing"  # 15 s would pass its deadline: told at once
     assert outcome["C"][0] == "sent" and outcome["C"][1] - freed < 2.0
 
@@ -236,7 +244,6 @@ def test_a_free_slot_goes_to_a_request_that_may_be_sent_when_the_first_waiter_ma
 def test_a_waiter_that_fails_hands_the_free_slot_on(monkeypatch):
     # B (5-second bars) is woken first but its pacing check fails with an error of its own;
     # C (hourly bars, no pacing) must get the slot then, not at its deadline.
-    import threading
     import time
 
     limiter = PacingLimiter(scale=1.0, max_open=1)
@@ -255,16 +262,7 @@ def test_a_waiter_that_fails_hands_the_free_slot_on(monkeypatch):
         except Exception as e:
             outcome[name] = (type(e).__name__, time.monotonic())
 
-    b = threading.Thread(target=ask, args=("B", 5))
-    b.start()
-    time.sleep(0.2)
-    c = threading.Thread(target=ask, args=("C", 3600))
-    c.start()
-    time.sleep(0.2)
-    freed = time.monotonic()
-    limiter.release()
-    b.join(6)
-    c.join(6)
+    freed = _free_the_slot_to(limiter, lambda: ask("B", 5), lambda: ask("C", 3600))
     assert outcome["B"][0] == "TypeError"
     assert outcome["C"][0] == "sent" and outcome["C"][1] - freed < 2.0
 
