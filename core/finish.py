@@ -186,6 +186,9 @@ def finish(config: BackfillConfig, w: Work, cache: Any) -> list[Bar]:
     for i, attempt in enumerate(report.sources):
         attempt.used = int(used[i])
     report.injected = len(out)
+    if len(bars):
+        inner = (int(bars.ts_open[0]), int(bars.ts_open[-1]))
+        report.holes = sum(1 for a, b in report.gaps if a is not None and inner[0] < a < inner[1])
     if not out:
         return []
     report.first, report.last = out[0].ts_event, out[-1].ts_event

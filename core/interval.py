@@ -6,11 +6,9 @@ import numpy as np
 import pyarrow as pa
 from nautilus_backfill.bararrays import column_i64
 from nautilus_backfill.source import BarRequest
-from nautilus_backfill.timeutil import alignment_step_ns
 
-# Below this many distinct bar times an answer says too little about its interval: sparse
-# 1-minute bars of an illiquid market can be minutes apart by chance, but not 50 times over.
-MIN_TIMES = 51
+# Below this many distinct bar times an answer says too little about its interval.
+MIN_TIMES = 10
 _UNITS = (
     ("DAY", 86_400 * 10**9),
     ("HOUR", 3_600 * 10**9),
@@ -23,12 +21,16 @@ def interval_mismatch(table: pa.Table, request: BarRequest, timestamp_is: str) -
     """
     Return why an answer's rows are not bars of the request's bar type, or None.
 
-    Two cases are refused, each only with at least `MIN_TIMES` distinct times:
+    Judged on answers of at least `MIN_TIMES` distinct times, by the gaps between them:
 
-    - coarser: every gap between the rows' times is a multiple of one interval longer than
-      the bar type's step (a 5-minute file asked for as 1-minute bars);
-    - finer: most rows lie off the bar type's grid and the rows are closer together than its
-      step (a 1-minute file asked for as 5-minute bars: the on-grid rows are 1-minute bars).
+    - coarser: at least half the gaps are one and the same multiple of the bar type's step,
+      longer than it (a 5-minute file asked for as 1-minute bars, with any strays; daily bars
+      asked for as hourly, across daylight saving changes);
+    - finer: more than half the gaps are shorter than a bar, or three in a row are (a
+      1-minute file, or a 1-minute part of one, asked for as 5-minute bars).
+
+    Sparse bars of an illiquid market have gaps of many lengths and pass; so do the odd
+    off-grid rows of a right file (IB's hourly bars from a 09:30 session open).
 
     Parameters
     ----------
@@ -37,7 +39,8 @@ def interval_mismatch(table: pa.Table, request: BarRequest, timestamp_is: str) -
     request : BarRequest
         The request.
     timestamp_is : str
-        ``"open"`` or ``"close"``: what the answer's times stamp.
+        ``"open"`` or ``"close"``: what the answer's times stamp (the gaps do not depend on
+        it).
 
     Returns
     -------
@@ -56,21 +59,23 @@ def interval_mismatch(table: pa.Table, request: BarRequest, timestamp_is: str) -
             return None
     step = request.step_ns
     diffs = np.diff(ts)
-    if not bool((diffs == step).any()):
-        spacing = int(np.gcd.reduce(diffs))
-        if spacing > step and spacing % step == 0:
-            return _advice("apart (or a multiple of it):", spacing, request, len(ts))
-    grid = alignment_step_ns(step)
-    if grid is None:
-        return None
-    opens = ts - step if timestamp_is == "close" else ts
-    off_grid = float(np.count_nonzero(opens % grid)) / len(opens)
-    if off_grid > 0.5:
-        spacing = int(np.gcd.reduce(diffs))
-        if spacing < step:
-            how = "apart, most of them off the bar type's grid:"
-            return _advice(how, spacing, request, len(ts))
+    lengths, counts = np.unique(diffs, return_counts=True)
+    most = int(lengths[np.argmax(counts)])
+    if most > step and most % step == 0 and counts.max() * 2 >= len(diffs):
+        return _advice("apart for most of them:", most, request, len(ts))
+    short = diffs < step
+    if np.median(diffs) < step or _longest_run(short) >= 3:
+        fine = diffs[short]
+        values, n = np.unique(fine, return_counts=True)
+        return _advice("apart for many of them:", int(values[np.argmax(n)]), request, len(ts))
     return None
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    if not flags.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def _advice(how: str, spacing: int, request: BarRequest, times: int) -> str:

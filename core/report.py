@@ -153,6 +153,9 @@ class RequestReport:
         Bars dropped per reason, over all sources.
     gaps : list[tuple[int | None, int]]
         Spans of the window no source covered, as UNIX ns.
+    holes : int
+        Gaps between the first and the last injected bar: bars inside the series that no
+        source gave, or that were refused (``ambiguous``, ``wrong_interval``).
     first : int | None
         The first injected bar's ``ts_event``.
     last : int | None
@@ -179,6 +182,7 @@ class RequestReport:
     sources: list[SourceAttempt] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     gaps: list[tuple[int | None, int]] = field(default_factory=list)
+    holes: int = 0
     first: int | None = None
     last: int | None = None
     rounded: int = 0
@@ -223,6 +227,8 @@ class RequestReport:
             return "short" if c.wanted is not None and c.built < c.wanted else "ok"
         if self.wanted is not None and self.injected < self.wanted:
             return "short"
+        if self.holes:
+            return "short"  # the series has bars missing inside it: indicators would skip them
         failed = [s for s in self.sources if s.status not in ("ok", "empty", "not_needed")]
         if self.wanted is None and self.gaps and failed:
             return "short"  # a window with holes a failed source may have left
@@ -270,6 +276,7 @@ class RequestReport:
             "sources": [s.to_dict() for s in self.sources],
             "dropped": dict(sorted(self.dropped.items())),
             "gaps": [[format_ns(a), format_ns(b)] for a, b in self.gaps],
+            "holes": self.holes,
             "rounded": self.rounded,
             "stored": self.stored,
             "stale": self.stale,

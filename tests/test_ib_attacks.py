@@ -401,3 +401,26 @@ def test_a_handshake_cut_short_by_the_deadline_says_so(registry, simulator):
     assert ib.status == "timeout", ib
     assert re.search(r"no answer to the API handshake within 1\.\ds \(", ib.error), ib.error
     assert "left no more of connect_timeout = 5s" in ib.error
+
+
+@pytest.mark.parametrize(("step", "end"), [("1-DAY", "2024-03-05T15:00:00Z"), ("1-WEEK", "2024-03-06T12:00:00Z")])
+def test_daily_and_weekly_windows_ending_mid_bar_lose_no_bar_between_requests(
+    registry, simulator, step, end
+):
+    # The window spans several yearly requests; each must end on a bar edge, or the bar
+    # straddling two requests is outside both and lost (one a year, [OK] all the same).
+    from datetime import datetime, timedelta
+
+    sim = simulator()
+    start = "2020-01-06T00:00:00Z"
+    request = {"bar_type": f"AAPL.NASDAQ-{step}-LAST-EXTERNAL", "start": start, "end": end}
+    result, _ = _fetch(registry, [request], [source_config(sim, timeout="10s")])
+    report = result.report.requests[0]
+    days = 7 if step == "1-WEEK" else 1
+    first = datetime.fromisoformat(start)
+    last_close = datetime.fromisoformat(end).replace(hour=0, minute=0)
+    if days == 7:
+        last_close -= timedelta(days=last_close.weekday())  # weeks run Monday to Monday
+    expected = (last_close - first).days // days
+    assert len(sim.requests) >= 4 and report.status == "ok", report.to_dict()
+    assert report.injected == expected and report.gaps == [] and not report.dropped

@@ -41,7 +41,7 @@ def test_five_minute_rows_asked_for_as_one_minute_bars_are_refused_and_the_next_
     r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", five, one)
     first, second = r.sources
     assert first.status == "invalid" and r.dropped["wrong_interval"] == first.received > 50
-    assert "5-minute apart" in first.error and "not 1-minute bars" in first.error
+    assert "5-minute apart for most of them" in first.error and "not 1-minute bars" in first.error
     assert "request EURUSD.SIM-5-MINUTE-MID-EXTERNAL for this data" in first.error
     assert second.used == 100 and r.injected == 100 and r.status == "ok"
 
@@ -54,7 +54,7 @@ def test_one_minute_rows_asked_for_as_longer_bars_are_refused_with_the_composite
     r = _fetch(registry, f"EURUSD.SIM-{bar}-MID-EXTERNAL", one)
     received = r.sources[0].received
     assert r.injected == 0 and r.dropped == {"wrong_interval": received} and r.status == "failed"
-    assert "1-minute apart, most of them off the bar type's grid" in r.sources[0].error
+    assert "1-minute apart for many of them" in r.sources[0].error
     assert f"EURUSD.SIM-{bar}-MID-INTERNAL@1-MINUTE-EXTERNAL" in r.sources[0].error
 
 
@@ -65,10 +65,13 @@ def test_sparse_bars_of_an_illiquid_market_and_short_answers_are_not_refused(reg
     sparse = _csv(tmp_path / "sparse.csv", MIN, 200, every=offsets)
     r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", sparse, bars=200)
     assert r.injected == 200 and "wrong_interval" not in r.dropped
-    # 50 rows 5 minutes apart say too little to refuse them.
-    short = _csv(tmp_path / "short.csv", 5 * MIN, 50)
-    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", short, bars=50)
-    assert r.injected == 50
+    # 9 rows 5 minutes apart say too little to refuse them; a 20-bar warm-up does not.
+    short = _csv(tmp_path / "short.csv", 5 * MIN, 9)
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", short, bars=9)
+    assert r.injected == 9
+    twenty = _csv(tmp_path / "twenty.csv", 5 * MIN, 20)
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", twenty, bars=20)
+    assert r.injected == 0 and r.dropped == {"wrong_interval": 20}
     # Hourly bars with the half-hour session open (IB's RTH hours): a few off-grid rows only.
     days = [d * 86_400 + np.array([0, 1800, 5400, 9000, 12600, 16200, 19800]) for d in range(10)]
     session = _csv(tmp_path / "rth.csv", 3600, 70, start=1_699_920_000 - 5 * 86_400 + 34_200,
@@ -77,3 +80,38 @@ def test_sparse_bars_of_an_illiquid_market_and_short_answers_are_not_refused(reg
     assert r.sources[0].received >= 51  # enough rows for the check to judge
     assert "wrong_interval" not in r.dropped and r.dropped["misaligned"] == r.sources[0].received // 7
     assert r.injected == r.sources[0].received - r.dropped["misaligned"]
+
+
+def test_strays_mixed_resolutions_and_a_factor_of_two_are_refused_too(registry, tmp_path):
+    # A 5-minute file with one stray row a minute after a bar: still 5-minute rows.
+    offsets = np.concatenate([np.arange(100) * 5 * MIN, [50 * 5 * MIN + MIN]])
+    stray = _csv(tmp_path / "stray.csv", MIN, 101, every=np.sort(offsets))
+    r = _fetch(registry, "EURUSD.SIM-1-MINUTE-MID-EXTERNAL", stray)
+    assert r.injected == 0 and "5-minute apart for most of them" in r.sources[0].error
+    # 5-minute history, then the recent part in 1-minute rows, asked for as 5-minute bars.
+    mixed_at = np.concatenate([np.arange(200) * 5 * MIN, 200 * 5 * MIN + np.arange(30) * MIN])
+    mixed = _csv(tmp_path / "mixed.csv", MIN, 230, every=mixed_at)
+    r = _fetch(registry, "EURUSD.SIM-5-MINUTE-MID-EXTERNAL", mixed, bars=100)
+    assert r.injected == 0 and "1-minute apart for many of them" in r.sources[0].error
+    # 30-minute rows asked for as hourly bars: half of them on the hour grid.
+    halves = _csv(tmp_path / "halves.csv", 30 * MIN, 200)
+    r = _fetch(registry, "EURUSD.SIM-1-HOUR-MID-EXTERNAL", halves, bars=50)
+    assert r.injected == 0 and "30-minute apart for many of them" in r.sources[0].error
+    assert "EURUSD.SIM-1-HOUR-MID-INTERNAL@30-MINUTE-EXTERNAL" in r.sources[0].error
+
+
+def test_daily_bars_stamped_in_new_york_time_are_daily_bars_across_dst(registry, tmp_path):
+    # Midnight in New York is 04:00 or 05:00 UTC: gaps of 23, 24, 25 and 72 hours. Asked for
+    # as hourly bars they are refused as daily ones, not taken for hourly bars.
+    from zoneinfo import ZoneInfo
+
+    days = np.arange(np.datetime64("2023-01-02"), np.datetime64("2023-11-17"))
+    days = [d for d in days.astype(object) if d.weekday() < 5]
+    import datetime as dt
+
+    stamps = [int(dt.datetime(d.year, d.month, d.day, tzinfo=ZoneInfo("America/New_York")).timestamp())
+              for d in days]
+    path = _csv(tmp_path / "daily.csv", 86_400, len(stamps), start=0, every=np.array(stamps))
+    r = _fetch(registry, "ORCL.XNAS-1-HOUR-LAST-EXTERNAL", path, bars=200)
+    assert r.injected == 0 and "1-day apart for most of them" in r.sources[0].error
+    assert "request ORCL.XNAS-1-DAY-LAST-EXTERNAL" in r.sources[0].error

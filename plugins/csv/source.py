@@ -213,7 +213,12 @@ _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
 def _coerce_float(col: pa.Array, decimal: str = ".") -> pa.Array:
     text = pd.Series(col.to_numpy(zero_copy_only=False), dtype="object")
     if decimal == ",":
-        text = text.where(text.isna(), text.astype(str).str.replace(",", ".", regex=False))
+        # A "." is then a thousands separator (15.234 is fifteen thousand): never read as a
+        # decimal point, the value is unparseable.
+        as_text = text.astype(str)
+        dotted = text.notna() & as_text.str.contains(".", regex=False)
+        text = text.where(text.isna(), as_text.str.replace(",", ".", regex=False))
+        text = text.where(~dotted, "junk")
     values = pd.to_numeric(text, errors="coerce")
     # Junk becomes null (unparseable); a literal nan or inf stays (non_finite).
     junk = values.isna() & ~text.astype(str).str.strip().str.lower().isin(["nan", "-nan", "+nan"])
@@ -716,8 +721,8 @@ class CsvBarSource(BarSource):
                 if not typed:
                     raw_col = col
                     col = _coerce_float(col, self.config.decimal)
-                    if self.config.decimal == "." and col.null_count > raw_col.null_count:
-                        self._decimal_comma_note(path, layout, key, raw_col, col)
+                    if col.null_count > raw_col.null_count:
+                        self._decimal_note(path, layout, key, raw_col, col)
                 if key != "volume" and self.config.price_scale is not None:
                     col = _scale(col, self.config.price_scale)
                 out[key] = col
@@ -729,17 +734,26 @@ class CsvBarSource(BarSource):
                 bars = bars.filter(pc.invert(blank))  # an empty line, not a bar
             yield bars
 
-    def _decimal_comma_note(
+    def _decimal_note(
         self, path: str, layout: _Layout, key: str, raw: pa.Array, read: pa.Array
     ) -> None:
-        # Prices that only a decimal comma makes numbers: say so once, with the key to set.
+        # Values the decimal mark explains: say so once, with what to set or fix.
         if any(n.startswith("decimal:") for n in layout.notes):
             return
         failed = pc.and_(pc.is_null(read), pc.is_valid(raw))
-        sample = raw.filter(failed).slice(0, 20).to_pylist()
-        comma = next((v for v in sample if _DECIMAL_COMMA.match(str(v))), None)
-        if comma is not None:
-            layout.notes.append(_decimal_advice(path, key, comma))
+        sample = [str(v) for v in raw.filter(failed).slice(0, 20).to_pylist()]
+        if self.config.decimal == ".":
+            comma = next((v for v in sample if _DECIMAL_COMMA.match(v)), None)
+            if comma is not None:
+                layout.notes.append(_decimal_advice(path, key, comma))
+            return
+        dotted = next((v for v in sample if "." in v), None)
+        if dotted is not None:
+            layout.notes.append(
+                f"decimal: {Path(path).name}: {key} values such as '{dotted}' hold a '.' while "
+                'decimal = ","; a thousands separator is not read (15.234 could be 15234 or '
+                "15.234): those rows are unparseable; export without thousands separators"
+            )
 
     def _raw_timestamps(self, table: pa.Table, layout: _Layout) -> pa.Array:
         if len(layout.ts) == 2:

@@ -130,7 +130,7 @@ def bar_size_setting(step_s: int) -> str:
 
 def max_duration_s(step_s: int) -> int:
     """
-    Return the longest duration IB's step-size table allows for a bar length.
+    Return the longest duration IB's step-size table allows for a bar length, in whole bars.
 
     Parameters
     ----------
@@ -142,7 +142,12 @@ def max_duration_s(step_s: int) -> int:
     int
 
     """
-    return max(d for d, lo, hi in STEP_TABLE if lo <= step_s <= hi)
+    longest = max(d for d, lo, hi in STEP_TABLE if lo <= step_s <= hi)
+    if step_s > DAY:
+        # Whole bars (weeks: 1 Y is 52 weeks and a day), so consecutive requests meet on a
+        # bar's edge and no bar straddles two of them (it would be lost from both).
+        longest = longest // step_s * step_s
+    return longest
 
 
 def allowed(seconds: int, step_s: int) -> bool:

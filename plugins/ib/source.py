@@ -405,8 +405,8 @@ class IBBarSource(BarSource):
         end_s = self._end_s(span, step_s)
         assert span.start is not None
         start_s = -(-span.start // NS)
-        if step_s < DAY:  # whole bars only, so chunks meet on bar edges and repeat none
-            start_s = -(-start_s // step_s) * step_s
+        # Whole bars only, so chunks meet on bar edges and repeat none.
+        start_s = _on_grid(start_s + step_s - 1, step_s)
         return iter_plan(start_s, end_s, step_s)
 
     def _count_chunks(self, span: Span, step_s: int) -> tuple[Iterator[Chunk], Iterator[Chunk]]:
@@ -472,10 +472,9 @@ class IBBarSource(BarSource):
     @staticmethod
     def _end_s(span: Span, step_s: int) -> int:
         # Never past the last whole bar: the bar still forming is not asked for.
-        end_s = min(span.end // NS, _last_close(time.time(), step_s))
-        if step_s < DAY:
-            end_s -= end_s % step_s
-        return end_s
+        # On the bar grid (days and weeks too): chunks then meet on bar edges, and no bar
+        # straddles two of them (it would be outside both and lost).
+        return _on_grid(min(span.end // NS, _last_close(time.time(), step_s)), step_s)
 
     def _history_notes(self) -> list[str]:
         history = self.limiter.history
@@ -1030,7 +1029,8 @@ def _from_instrument(
     # while it is younger than `max_age_ns` (tick sizes and contracts do change).
     if instrument is None or request.contract or instrument.id != request.bar_type.instrument_id:
         return None
-    if max_age_ns is None or time.time_ns() - int(instrument.ts_init) > max_age_ns:
+    age = time.time_ns() - int(instrument.ts_init)
+    if max_age_ns is None or not 0 <= age <= max_age_ns:  # a future stamp proves no age
         return None
     info = getattr(instrument, "info", None)
     if not isinstance(info, dict):
@@ -1049,10 +1049,15 @@ def _from_instrument(
 
 
 def _last_close(now_s: float, step_s: int) -> int:
-    # The close of the last whole bar before `now_s`; weekly bars run Monday to Monday (the
-    # epoch was a Thursday).
+    # The close of the last whole bar before `now_s`.
+    return _on_grid(int(now_s), step_s)
+
+
+def _on_grid(t_s: int, step_s: int) -> int:
+    # The bar edge at or before `t_s`: weekly bars run Monday to Monday (the epoch was a
+    # Thursday), daily ones from 00:00 UTC, the rest from the epoch.
     shift = 4 * DAY if step_s == 7 * DAY else 0
-    return int((now_s - shift) // step_s * step_s + shift)
+    return (t_s - shift) // step_s * step_s + shift
 
 
 def _utc_midnight(yyyymmdd: str) -> int:
