@@ -186,9 +186,14 @@ def finish(config: BackfillConfig, w: Work, cache: Any) -> list[Bar]:
     for i, attempt in enumerate(report.sources):
         attempt.used = int(used[i])
     report.injected = len(out)
-    if len(bars):
-        inner = (int(bars.ts_open[0]), int(bars.ts_open[-1]))
-        report.holes = sum(1 for a, b in report.gaps if a is not None and inner[0] < a < inner[1])
+    if len(bars) and not w.refused.empty:
+        # Refused bars no other source gave, inside the series: indicators would skip them.
+        # (Nights and weekends between a broker's answers are no holes.)
+        opens = np.concatenate(
+            [np.arange(int(i.lower), int(i.upper), req.step_ns, dtype=np.int64) for i in w.refused]
+        )
+        inside = (opens > bars.ts_open[0]) & (opens < bars.ts_open[-1])
+        report.holes = int((inside & ~np.isin(opens, bars.ts_open)).sum())
     if not out:
         return []
     report.first, report.last = out[0].ts_event, out[-1].ts_event

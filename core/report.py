@@ -154,8 +154,8 @@ class RequestReport:
     gaps : list[tuple[int | None, int]]
         Spans of the window no source covered, as UNIX ns.
     holes : int
-        Gaps between the first and the last injected bar: bars inside the series that no
-        source gave, or that were refused (``ambiguous``, ``wrong_interval``).
+        Bars inside the injected series (between the first and the last) that a source gave
+        with conflicting values (``ambiguous``) and no other source gave.
     first : int | None
         The first injected bar's ``ts_event``.
     last : int | None

@@ -407,6 +407,7 @@ class Stages:
         for t in checked.ambiguous_at.tolist():
             unsure |= P.closedopen(t, t + req.step_ns)
         layered.coverage -= unsure
+        w.refused |= unsure
         return unsure
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import portion as P
 from nautilus_backfill.aggregate import interval_ns, source_bar_type, source_bars_needed
 from nautilus_backfill.config import BarRequestConfig
 from nautilus_backfill.merge import Layered
@@ -40,6 +41,8 @@ class Work:
     # Per source index, the open times of bars rounded to the precision.
     rounded_at: dict[int, list[np.ndarray]] = field(default_factory=dict)
     done: bool = False  # complete before the last stage: finished while the others run
+    # Bar intervals an answer gave with conflicting values (ambiguous): left to later sources.
+    refused: P.Interval = field(default_factory=P.empty)
     cached: Any = None  # the request's instrument in the node's cache
 
     def instrument(self) -> Any:

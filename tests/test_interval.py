@@ -115,3 +115,32 @@ def test_daily_bars_stamped_in_new_york_time_are_daily_bars_across_dst(registry,
     r = _fetch(registry, "ORCL.XNAS-1-HOUR-LAST-EXTERNAL", path, bars=200)
     assert r.injected == 0 and "1-day apart for most of them" in r.sources[0].error
     assert "request ORCL.XNAS-1-DAY-LAST-EXTERNAL" in r.sources[0].error
+
+
+def test_a_bar_refused_as_ambiguous_inside_a_window_makes_it_short_unless_another_source_has_it(
+    registry, tmp_path
+):
+    # 60 one-minute bars in a window; the 30th is in the file twice with two closes.
+    start = 1_700_000_400
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [f"{start + i * MIN},1.5,1.6,1.4,1.55,10" for i in range(60)]
+    rows.insert(31, f"{start + 29 * MIN},1.5,1.6,1.4,1.58,10")
+    torn = tmp_path / "torn.csv"
+    torn.write_text("\n".join(rows) + "\n")
+    doc = {"backfill": {"requests": [{"bar_type": "EURUSD.SIM-1-MINUTE-MID-EXTERNAL",
+                                       "start": "2023-11-14T22:20:00Z", "end": "2023-11-14T23:20:00Z",
+                                       "price_precision": 2, "size_precision": 0}],
+                        "sources": [{"name": "torn", "plugin": "csv", "path": str(torn),
+                                     "timestamp_format": "epoch_s"}]}}
+    report = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch().report
+    (r,) = report.requests
+    assert r.injected == 59 and r.dropped == {"ambiguous": 2} and r.holes == 1
+    assert r.status == "short" and r.to_dict()["holes"] == 1
+    # A second source with that minute fills the hole.
+    good = _csv(tmp_path / "good.csv", MIN, 60, start=start)
+    doc["backfill"]["sources"].append({"name": "good", "plugin": "csv", "path": good,
+                                       "timestamp_format": "epoch_s"})
+    report = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch().report
+    (r,) = report.requests
+    assert r.injected == 60 and r.holes == 0 and r.status == "ok"
+    assert r.sources[1].used == 1
