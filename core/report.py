@@ -155,7 +155,7 @@ class RequestReport:
         Spans of the window no source covered, as UNIX ns.
     holes : int
         Bars inside the injected series (between the first and the last) that a source gave
-        with conflicting values (``ambiguous``) and no other source gave.
+        with bad data or conflicting values (``ambiguous``) and no other source gave.
     first : int | None
         The first injected bar's ``ts_event``.
     last : int | None

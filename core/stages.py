@@ -404,7 +404,7 @@ class Stages:
         report.dropped.update(layered.add(checked.bars, index, req.step_ns, span, cover))
         report.dropped = +report.dropped
         unsure = P.empty()
-        for t in checked.ambiguous_at.tolist():
+        for t in np.union1d(checked.ambiguous_at, checked.invalid_at).tolist():
             unsure |= P.closedopen(t, t + req.step_ns)
         layered.coverage -= unsure
         w.refused |= unsure

@@ -29,6 +29,18 @@ REASONS = (
     "ambiguous",
     "duplicate",
 )
+# Reasons that say a bar's data is bad, not that the row is no bar of this request: the bar's
+# time is then left for the next source (and, if none has it, is a hole in the series).
+BAD_DATA = frozenset(
+    {
+        "unparseable",
+        "non_finite",
+        "non_positive_price",
+        "out_of_range",
+        "ohlc_inconsistent",
+        "negative_volume",
+    }
+)
 MAX_EXAMPLES = 5
 CHUNK = 65_536
 
@@ -53,6 +65,9 @@ class Validated:
     ambiguous_at : np.ndarray
         The open times of bars the answer gave more than once with different values: none of
         those rows is used, and the time is left for the next source.
+    invalid_at : np.ndarray
+        The open times (on the bar grid) of rows dropped for bad data (`BAD_DATA`, or a
+        plugin's reason) with no valid row at that time: left for the next source too.
 
     """
 
@@ -62,6 +77,7 @@ class Validated:
     examples: list[str] = field(default_factory=list)
     rounded_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     ambiguous_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    invalid_at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def invalid(self) -> int:
@@ -334,6 +350,13 @@ def validate(
         bars = bars.take(ok)
         n_rounded = int(changed[ok].sum())
         rounded_at = ts[ok][changed[ok]] if n_rounded else ts[:0]
+    invalid_at = ts[:0]
+    bad_codes = [i + 1 for i, name in enumerate(names) if name in BAD_DATA or name not in REASONS]
+    bad = np.isin(reason, bad_codes) & ~ts_null & ~bad_ts
+    if bad.any():
+        grid = alignment_step_ns(step) or step
+        times = ts[bad]
+        invalid_at = np.setdiff1d(times[times % grid == 0], bars.ts_open)
     dropped: Counter[str] = Counter()
     examples: list[str] = []
     codes, counts = np.unique(reason[reason > 0], return_counts=True)
@@ -344,4 +367,4 @@ def validate(
             first = np.flatnonzero(reason == code)[:MAX_EXAMPLES]
             why = _explain(name, request)
             examples.extend(f"{name}: {w}{why}" for w in _where(table, first))
-    return Validated(bars, dropped, n_rounded, examples, rounded_at, ambiguous_at)
+    return Validated(bars, dropped, n_rounded, examples, rounded_at, ambiguous_at, invalid_at)

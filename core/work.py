@@ -41,7 +41,7 @@ class Work:
     # Per source index, the open times of bars rounded to the precision.
     rounded_at: dict[int, list[np.ndarray]] = field(default_factory=dict)
     done: bool = False  # complete before the last stage: finished while the others run
-    # Bar intervals an answer gave with conflicting values (ambiguous): left to later sources.
+    # Bar intervals an answer gave with conflicting values or bad data: left to later sources.
     refused: P.Interval = field(default_factory=P.empty)
     cached: Any = None  # the request's instrument in the node's cache
 

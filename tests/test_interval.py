@@ -144,3 +144,28 @@ def test_a_bar_refused_as_ambiguous_inside_a_window_makes_it_short_unless_anothe
     (r,) = report.requests
     assert r.injected == 60 and r.holes == 0 and r.status == "ok"
     assert r.sources[1].used == 1
+
+
+def test_a_bar_with_bad_data_is_asked_of_the_next_source_and_a_hole_if_none_has_it(
+    registry, tmp_path
+):
+    start = 1_700_000_400
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [f"{start + i * MIN},1.5,1.6,1.4,1.55,10" for i in range(60)]
+    rows[31] = f"{start + 30 * MIN},1.5,1.3,1.4,1.55,10"  # high below low: ohlc_inconsistent
+    rows[41] = f"{start + 40 * MIN},1.5,1.6,1.4,n/a,10"  # a junk close: unparseable
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(rows) + "\n")
+    src = {"name": "bad", "plugin": "csv", "path": str(bad), "timestamp_format": "epoch_s"}
+    doc = {"backfill": {"requests": [{"bar_type": "EURUSD.SIM-1-MINUTE-MID-EXTERNAL",
+                                       "start": "2023-11-14T22:20:00Z", "end": "2023-11-14T23:20:00Z",
+                                       "price_precision": 2, "size_precision": 0}],
+                        "sources": [src]}}
+    (r,) = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch().report.requests
+    assert r.injected == 58 and r.holes == 2 and r.status == "short"
+    assert r.dropped == {"ohlc_inconsistent": 1, "unparseable": 1}
+    assert [(b - a) // 10**9 for a, b in r.gaps] == [60, 60]
+    good = _csv(tmp_path / "good.csv", MIN, 60, start=start)
+    doc["backfill"]["sources"].append({**src, "name": "good", "path": good})
+    (r,) = Backfill(config_from_dict(doc, registry=registry), registry=registry).fetch().report.requests
+    assert r.injected == 60 and r.holes == 0 and r.status == "ok" and r.sources[1].used == 2
