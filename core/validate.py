@@ -352,8 +352,8 @@ def validate(
         rounded_at = ts[ok][changed[ok]] if n_rounded else ts[:0]
     invalid_at = ts[:0]
     bad_codes = [i + 1 for i, name in enumerate(names) if name in BAD_DATA or name not in REASONS]
-    bad = np.isin(reason, bad_codes) & ~ts_null & ~bad_ts
-    if bad.any():
+    bad = np.isin(reason, bad_codes) & ~ts_null & ~bad_ts if not valid.all() else None
+    if bad is not None and bad.any():
         grid = alignment_step_ns(step) or step
         times = ts[bad]
         invalid_at = np.setdiff1d(times[times % grid == 0], bars.ts_open)
