@@ -59,12 +59,15 @@ def interval_mismatch(table: pa.Table, request: BarRequest, timestamp_is: str) -
             return None
     step = request.step_ns
     diffs = np.diff(ts)
-    lengths, counts = np.unique(diffs, return_counts=True)
-    most = int(lengths[np.argmax(counts)])
-    if most > step and most % step == 0 and counts.max() * 2 >= len(diffs):
-        return _advice("apart for most of them:", most, request, len(ts))
+    # Counts first: a right file (most gaps one step) costs two passes, not a sort.
+    if np.count_nonzero(diffs == step) * 2 <= len(diffs):
+        lengths, counts = np.unique(diffs, return_counts=True)
+        most = int(lengths[np.argmax(counts)])
+        if most > step and most % step == 0 and counts.max() * 2 >= len(diffs):
+            return _advice("apart for most of them:", most, request, len(ts))
     short = diffs < step
-    if np.median(diffs) < step or _longest_run(short) >= 3:
+    n_short = int(np.count_nonzero(short))
+    if n_short * 2 > len(diffs) or (n_short >= 3 and _longest_run(short) >= 3):
         fine = diffs[short]
         values, n = np.unique(fine, return_counts=True)
         return _advice("apart for many of them:", int(values[np.argmax(n)]), request, len(ts))
